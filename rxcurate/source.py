@@ -1,0 +1,229 @@
+"""Source screens on disk: layouts (RxRx3, RxRx1), metadata reading/validation, image paths, inspection.
+
+A source screen is a folder with ``metadata.csv`` and ``images/``; its layout is recognised from the
+metadata columns. Everything here only reads.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rxcurate.errors import SourceError
+
+RXRX3_COLUMNS = (
+    "well_id,experiment_name,plate,address,gene,treatment,SMILES,concentration,perturbation_type,cell_type"
+).split(",")
+RXRX1_COLUMNS = "site_id,well_id,cell_type,dataset,experiment,plate,well,site,well_type,sirna,sirna_id".split(",")
+
+RXRX3_CONCENTRATIONS_UM = (0.0025, 0.01, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0)
+RXRX3_CONTROLS = ("EMPTY_control", "CRISPR_control")
+RXRX1_CELL_TYPES = ("HEPG2", "HUVEC", "RPE", "U2OS")
+RXRX1_WELL_TYPES = ("treatment", "negative_control", "positive_control")
+CHANNELS = (1, 2, 3, 4, 5, 6)
+
+# 1536-well plate: 32 rows A..Z, AA..AF; 48 columns.
+ROWS_1536 = [chr(ord("A") + i) for i in range(26)] + ["A" + chr(ord("A") + i) for i in range(6)]
+COLS_1536 = [f"{c:02d}" for c in range(1, 49)]
+ADDRESSES_1536 = [r + c for r in ROWS_1536 for c in COLS_1536]
+# 384-well plate (RxRx1 uses the inner wells B..O x 02..23).
+ROWS_384 = [chr(ord("A") + i) for i in range(16)]
+ADDRESSES_384_INNER = [r + f"{c:02d}" for r in ROWS_384[1:15] for c in range(2, 24)]
+
+_ADDR_1536 = re.compile(r"^(A[A-F]|[A-Z])(0[1-9]|[1-3][0-9]|4[0-8])$")
+_ADDR_384 = re.compile(r"^([A-P])(0[1-9]|1[0-9]|2[0-4])$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a source screen lays out metadata and images."""
+
+    name: str
+    columns: tuple[str, ...]
+    experiment_col: str
+    address_col: str
+    image_dtype: str  # "uint16" or "uint8"
+    sites: tuple[int, ...]
+
+    def image_relpath(self, experiment: str, plate: int | str, address: str, site: int, channel: int) -> str:
+        return f"images/{experiment}/Plate{plate}/{address}_s{site}_w{channel}.png"
+
+
+RXRX3 = Layout("rxrx3", tuple(RXRX3_COLUMNS), "experiment_name", "address", "uint16", (1,))
+RXRX1 = Layout("rxrx1", tuple(RXRX1_COLUMNS), "experiment", "well", "uint8", (1, 2))
+LAYOUTS = {"rxrx3": RXRX3, "rxrx1": RXRX1}
+
+
+def get_layout(name: str) -> Layout:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise SourceError(f"unknown layout {name!r}: use one of {sorted(LAYOUTS)} (e.g. --layout rxrx3)") from None
+
+
+def detect_layout(columns: Iterable[str]) -> Layout:
+    cols = list(columns)
+    for layout in LAYOUTS.values():
+        if cols == list(layout.columns):
+            return layout
+    best = min(LAYOUTS.values(), key=lambda lay: len(set(lay.columns) ^ set(cols)))
+    missing = [c for c in best.columns if c not in cols]
+    extra = [c for c in cols if c not in best.columns]
+    detail = []
+    if missing:
+        detail.append(f"missing columns {missing}")
+    if extra:
+        detail.append(f"unexpected columns {extra}")
+    if not detail:
+        detail.append("columns out of order")
+    raise SourceError(
+        f"metadata.csv does not match the {best.name} layout ({'; '.join(detail)}): expected exactly "
+        f"{','.join(best.columns)}"
+    )
+
+
+def read_metadata(src: str | Path, metadata: str = "metadata.csv") -> tuple[Layout, pd.DataFrame]:
+    """Read and validate a source screen's metadata; raise :class:`SourceError` naming the problem."""
+    src = Path(src)
+    path = src / metadata
+    if not src.is_dir():
+        raise SourceError(f"source folder {src} does not exist: pass --source DIR (e.g. rxcurate synth --out DIR)")
+    if not path.is_file():
+        raise SourceError(f"{path} not found: a source screen needs {metadata} beside images/")
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except Exception as exc:  # pandas raises many types for unreadable files
+        raise SourceError(f"{path} is not a readable CSV file ({exc})") from None
+    layout = detect_layout(header)
+    dtypes: dict[str, str] = {c: "string" for c in layout.columns}
+    if layout is RXRX3:
+        dtypes.update(plate="int64", concentration="float64")
+    else:
+        dtypes.update(plate="int64", site="int64", sirna_id="int64")
+    try:
+        df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values={"concentration": [""]})
+    except (ValueError, TypeError) as exc:
+        raise SourceError(f"{path}: a column has values of the wrong type ({exc}); plate must be an integer") from None
+    _validate(layout, df, path)
+    return layout, df
+
+
+def _bad(path: Path, df: pd.DataFrame, mask: np.ndarray | pd.Series, what: str, fix: str) -> None:
+    mask = np.asarray(mask, dtype=bool)
+    if mask.any():
+        rows = np.flatnonzero(mask)
+        examples = df.iloc[rows[:3]].to_dict("records")
+        raise SourceError(
+            f"{path}: {int(mask.sum())} row(s) with {what} (first at line {rows[0] + 2}: {examples[0]}); {fix}"
+        )
+
+
+def _validate(layout: Layout, df: pd.DataFrame, path: Path) -> None:
+    if df.empty:
+        raise SourceError(f"{path} has no rows: a source screen needs at least one well")
+    if layout is RXRX3:
+        _bad(path, df, ~df["address"].str.fullmatch(_ADDR_1536.pattern), "a bad address",
+             "1536-well addresses run A01..AF48 (e.g. H29)")
+        expected = df["experiment_name"] + "_" + df["plate"].astype(str) + "_" + df["address"]
+        _bad(path, df, df["well_id"] != expected, "a well_id that is not <experiment_name>_<plate>_<address>",
+             "e.g. gene-079_8_H29")
+        _bad(path, df, ~df["perturbation_type"].isin(["CRISPR", "COMPOUND"]), "a bad perturbation_type",
+             "use CRISPR or COMPOUND")
+        conc = df["concentration"]
+        ok = conc.isna() | conc.isin(RXRX3_CONCENTRATIONS_UM)
+        _bad(path, df, ~ok, "a concentration outside the RxRx3 set",
+             f"use one of {list(RXRX3_CONCENTRATIONS_UM)} uM or leave it empty")
+        _bad(path, df, df["well_id"].duplicated(), "a duplicated well_id", "each well appears once")
+    else:
+        _bad(path, df, ~df["well"].str.fullmatch(_ADDR_384.pattern), "a bad well address",
+             "384-well addresses run A01..P24 (e.g. B02)")
+        expected = df["experiment"] + "_" + df["plate"].astype(str) + "_" + df["well"]
+        _bad(path, df, df["well_id"] != expected, "a well_id that is not <experiment>_<plate>_<well>",
+             "e.g. HEPG2-01_1_B02")
+        _bad(path, df, df["site_id"] != df["well_id"] + "_" + df["site"].astype(str),
+             "a site_id that is not <well_id>_<site>", "e.g. HEPG2-01_1_B02_1")
+        _bad(path, df, ~df["well_type"].isin(RXRX1_WELL_TYPES), "a bad well_type", f"use one of {RXRX1_WELL_TYPES}")
+        _bad(path, df, df["site_id"].duplicated(), "a duplicated site_id", "each site appears once")
+
+
+def image_relpaths(layout: Layout, df: pd.DataFrame, channels: Iterable[int] = CHANNELS) -> pd.DataFrame:
+    """One row per (well, site, channel): well_id, site, channel, relpath (relative to the source root)."""
+    channels = list(channels)
+    if layout is RXRX3:
+        base = df[["well_id", layout.experiment_col, "plate", layout.address_col]].copy()
+        base["site"] = 1
+    else:
+        base = df[["well_id", layout.experiment_col, "plate", layout.address_col, "site"]].copy()
+    n = len(base)
+    rep = base.loc[base.index.repeat(len(channels))].reset_index(drop=True)
+    rep["channel"] = np.tile(np.asarray(channels, dtype=np.int64), n)
+    prefix = (
+        "images/" + rep[layout.experiment_col] + "/Plate" + rep["plate"].astype(str) + "/" + rep[layout.address_col]
+    )
+    rep["relpath"] = prefix + "_s" + rep["site"].astype(str) + "_w" + rep["channel"].astype(str) + ".png"
+    return rep[["well_id", "site", "channel", "relpath"]]
+
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def png_header(path: str | Path) -> tuple[int, int, int, int]:
+    """(width, height, bit_depth, color_type) from a PNG's IHDR chunk, without decoding."""
+    with open(path, "rb") as f:
+        head = f.read(29)
+    if len(head) < 29 or head[:8] != _PNG_SIG or head[12:16] != b"IHDR":
+        raise SourceError(f"{path} is not a PNG file: source images must be PNG (re-export or re-download it)")
+    width, height, depth, ctype = struct.unpack(">IIBB", head[16:26])
+    return width, height, depth, ctype
+
+
+def inspect_source(src: str | Path, *, check_images: bool = True) -> dict:
+    """Validate a source screen and summarise it. Raises :class:`SourceError` on the first problem."""
+    src = Path(src)
+    layout, df = read_metadata(src)
+    report: dict = {"source": str(src), "layout": layout.name}
+    wells = df.drop_duplicates("well_id")
+    report["wells"] = int(len(wells))
+    report["experiments"] = int(wells[layout.experiment_col].nunique())
+    report["plates"] = int(wells[[layout.experiment_col, "plate"]].drop_duplicates().shape[0])
+    if layout is RXRX3:
+        counts = wells["perturbation_type"].value_counts().sort_index()
+        report["by_perturbation_type"] = {k: int(v) for k, v in counts.items()}
+        ctrl = wells["treatment"].isin(RXRX3_CONTROLS)
+        report["controls"] = {k: int(v) for k, v in wells.loc[ctrl, "treatment"].value_counts().sort_index().items()}
+        report["genes"] = int(wells.loc[(wells.perturbation_type == "CRISPR") & ~ctrl, "gene"].nunique())
+        report["compounds"] = int(wells.loc[(wells.perturbation_type == "COMPOUND") & ~ctrl, "treatment"].nunique())
+    else:
+        report["by_well_type"] = {k: int(v) for k, v in wells["well_type"].value_counts().sort_index().items()}
+        report["cell_types"] = sorted(wells["cell_type"].unique().tolist())
+        report["sirnas"] = int(wells.loc[wells.well_type == "treatment", "sirna"].nunique())
+    paths = image_relpaths(layout, df)
+    report["images_expected"] = int(len(paths))
+    if check_images:
+        missing = [p for p in paths["relpath"] if not (src / p).is_file()]
+        report["images_missing"] = len(missing)
+        if missing:
+            raise SourceError(
+                f"{len(missing)} image(s) missing under {src}, e.g. {missing[0]}: regenerate or re-download the "
+                f"screen, or remove those wells from metadata.csv"
+            )
+        want_depth = 16 if layout.image_dtype == "uint16" else 8
+        size = None
+        for rel in paths["relpath"]:
+            w, h, depth, ctype = png_header(src / rel)
+            if size is None:
+                size = (w, h)
+            if (w, h) != size or depth != want_depth or ctype != 0:
+                raise SourceError(
+                    f"{src / rel}: {w}x{h}, {depth}-bit, PNG colour type {ctype}; expected {size[0]}x{size[1]} "
+                    f"{want_depth}-bit grayscale like the other images of this {layout.name} screen"
+                )
+        report["image_size"] = list(size) if size else None
+        report["image_bits"] = want_depth
+    return report
