@@ -51,7 +51,7 @@ RXRX3_PRESETS = {
     "demo": Rxrx3Preset(
         name="demo", n_known_genes=72, n_blinded_genes=12, n_modules=14, module_size=(3, 5), guides_per_gene=2,
         gene_experiments=2, gene_replicates=2, n_compounds=24, compound_experiments=1, compound_replicates=2,
-        wells_per_plate=220, empty_controls_per_plate=12, crispr_controls_per_plate=8, image_size=544,
+        wells_per_plate=120, empty_controls_per_plate=12, crispr_controls_per_plate=8, image_size=544,
         cells_per_image=160, cell_sigma=7.0,
     ),
     # RxRx3-scale metadata only (~2.2 M wells, ~180 experiments): for selection benchmarks.
