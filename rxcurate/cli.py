@@ -18,6 +18,13 @@ from rxcurate.errors import RxcurateError
 COMMAND_MODULES: tuple[str, ...] = (
     "synth",
     "inspect",
+    "select",
+    "compress",
+    "embed",
+    "evaluate",
+    "card",
+    "publish",
+    "validate",
 )
 
 app = typer.Typer(

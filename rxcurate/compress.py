@@ -1,0 +1,516 @@
+"""`rxcurate compress`: turn the lockfile's source images into versioned Parquet shards, deterministically.
+
+Two phases, both resumable, state in ``<workdir>/.compress-state/``:
+
+1. **Encode.** Wells, in ``__key__`` order, are cut into fixed units of ``WELLS_PER_UNIT`` wells (a constant, so
+   units never depend on ``--workers`` or timing). A worker (process pool, or in-process when ``workers == 1``)
+   reads each source PNG, checks its sha256 against the lockfile, decodes, crops, converts to 8 bits and encodes
+   it, then writes the unit's encoded images to ``units/uNNNNNN.arrow`` atomically (temp file + rename). A unit
+   file therefore exists only when complete: it is the checkpoint.
+2. **Pack.** Once every unit exists, the shard plan is computed from the *actual* encoded sizes (whole wells,
+   greedy up to ``output.shard_bytes``) and saved as ``plan.json``; shards are then written one by one
+   (atomically) into ``data/``, each followed by a ``done/<shard>.json`` marker with its sha256 and size. Unit
+   files whose rows are all in finished shards are deleted, so extra disk stays near one shard.
+
+We pack from checkpointed bytes rather than from a size predicted by the codec's rate because OpenJPEG's rate is an
+upper bound (most images come out a little smaller), and psnr/lossless/htj2k modes have no fixed size at all:
+planning from real sizes keeps shards near the byte budget for every codec and makes the plan a pure function of
+the lockfile and the transform. Encoded bytes do not depend on the process that made them, each row group is
+written from one contiguous buffer and nothing depends on completion order, so serial, parallel and interrupted +
+resumed runs give byte-identical files. A bad source image stops the run in phase 1, before any shard is written
+(or, with ``transform.on_error: skip``, drops its well and lists it in the report).
+
+Finally ``metadata.csv``/``metadata.parquet`` (the wells present, source-layout columns, sorted by well_id),
+``compression_report.json`` and ``checksums.json`` (the completion marker) are written, stale shards from another
+version removed, and the state folder deleted. A second run whose ``checksums.json`` matches is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rxcurate.errors import CompressError, ManifestError
+from rxcurate.io import atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_file
+from rxcurate.manifest import Manifest, Transform, data_version
+from rxcurate.progress import log, progress
+from rxcurate.select import Lockfile, check_crop_fits, read_lockfile
+from rxcurate.shards import SHARD_GLOB, shard_name, write_shard
+from rxcurate.source import RXRX1
+from rxcurate.transform import decode, max_abs_error, psnr, transform_image
+
+STATE_DIR = ".compress-state"
+STATE_FORMAT = 1
+WELLS_PER_UNIT = 8
+UNIT_META_KEY = b"rxcurate.unit"
+DATA_DIR = "data"
+METADATA_CSV = "metadata.csv"
+METADATA_PARQUET = "metadata.parquet"
+REPORT = "compression_report.json"
+CHECKSUMS = "checksums.json"
+UNIT_SCHEMA = pa.schema([("well_id", pa.string()), ("__key__", pa.string()), ("data", pa.binary())])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Phase 1: encode one unit (runs in a worker process)
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UnitTask:
+    index: int
+    dest: str
+    source: str
+    wells: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...]  # (well_id, ((key, relpath, sha256), ...))
+    transform: Transform
+    dtype: str
+    shape: tuple[int, int]
+    sample_threshold: int  # an image is in the quality sample when its 64-bit hash is below this
+
+
+def in_sample(key: str, seed: int, threshold: int) -> bool:
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
+    return h < threshold
+
+
+def _encode_image(task: UnitTask, key: str, rel: str, sha: str, stats: dict, samples: list) -> bytes:
+    path = Path(task.source) / rel
+    fix = "restore it and rerun, or set transform.on_error: skip in the manifest to drop its well"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CompressError(f"{path}: source image is missing; {fix}") from None
+    except OSError as exc:
+        raise CompressError(f"{path}: source image is unreadable ({exc.strerror}); {fix}") from None
+    if sha256_bytes(data) != sha:
+        raise CompressError(f"{path}: source image changed since rxcurate select (sha256 differs from the lockfile); "
+                            f"rerun rxcurate select, or restore the original file")
+    try:
+        img = imagecodecs.png_decode(data)
+    except Exception as exc:  # imagecodecs raises PngError and others for damaged data
+        raise CompressError(f"{path}: corrupt PNG ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__});"
+                            f" {fix}") from None
+    if img.ndim != 2 or str(img.dtype) != task.dtype or tuple(img.shape) != task.shape:
+        raise CompressError(f"{path}: {img.dtype} image of shape {list(img.shape)}, expected a {task.dtype} "
+                            f"grayscale image of shape {list(task.shape)} like the rest of the selection; {fix}")
+    channel = int(key.rsplit("_", 1)[1])
+    t = task.transform
+    try:
+        blob, img8, n_low, n_high = transform_image(img, t.crop, t.convert, t.codec, channel)
+    except (ValueError, RuntimeError) as exc:
+        raise CompressError(f"{path}: cannot transform ({exc}); {fix}") from None
+    stats["clipped_low"] += n_low
+    stats["clipped_high"] += n_high
+    stats["pixels"] += int(img8.size)
+    if in_sample(key, t.report_seed, task.sample_threshold):
+        back = decode(blob)
+        p = psnr(img8, back)
+        samples.append({"key": key, "psnr": None if math.isinf(p) else round(p, 6),
+                        "max_abs_error": max_abs_error(img8, back), "bytes": len(blob)})
+    return blob
+
+
+def encode_unit(task: UnitTask) -> dict[str, Any]:
+    """Encode every image of a unit and write the unit file; return {index, images, skipped}."""
+    well_col: list[str] = []
+    key_col: list[str] = []
+    blobs: list[bytes] = []
+    stats = {"clipped_low": 0, "clipped_high": 0, "pixels": 0}
+    samples: list[dict] = []
+    skipped: list[dict] = []
+    for well_id, images in task.wells:
+        well_stats = dict.fromkeys(stats, 0)
+        well_samples: list[dict] = []
+        try:
+            encoded = [_encode_image(task, k, r, s, well_stats, well_samples) for k, r, s in images]
+        except CompressError as exc:
+            if task.transform.on_error != "skip":
+                raise
+            # paths relative to the source root: the report must not depend on where the source lives
+            skipped.append({"well_id": well_id, "error": str(exc).replace(task.source.rstrip("/") + "/", "")})
+            continue
+        for k in stats:
+            stats[k] += well_stats[k]
+        samples.extend(well_samples)
+        well_col.extend([well_id] * len(images))
+        key_col.extend(k for k, _, _ in images)
+        blobs.extend(encoded)
+    meta = {"stats": stats, "samples": samples, "skipped": skipped}
+    table = pa.table([pa.array(well_col, pa.string()), pa.array(key_col, pa.string()), pa.array(blobs, pa.binary())],
+                     schema=UNIT_SCHEMA.with_metadata({UNIT_META_KEY: json.dumps(meta, sort_keys=True).encode()}))
+    with atomic_path(Path(task.dest)) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    return {"index": task.index, "images": sum(len(i) for _, i in task.wells), "skipped": len(skipped)}
+
+
+def read_unit(path: Path) -> tuple[pa.Table, dict[str, Any]]:
+    table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()  # zero-copy; the map lives with the table
+    meta = json.loads(table.schema.metadata[UNIT_META_KEY])
+    return table, meta
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class CompressResult:
+    workdir: Path
+    data_version: str
+    shards: list[Path]
+    report: dict[str, Any]
+    up_to_date: bool = False
+
+
+def _ordered_wells(lock: Lockfile) -> list[tuple[str, tuple[tuple[str, str, str], ...]]]:
+    t = lock.table
+    ids = t.column("well_id").to_pylist()
+    keys = t.column("keys").to_pylist()
+    paths = t.column("images").to_pylist()
+    shas = t.column("sha256").to_pylist()
+    wells = [(w, tuple(zip(k, p, s, strict=True))) for w, k, p, s in zip(ids, keys, paths, shas, strict=True)]
+    wells.sort(key=lambda w: w[1][0][0])  # by first __key__: wells are contiguous blocks of the key order
+    return wells
+
+
+@contextlib.contextmanager
+def _exclusive(state: Path) -> Iterator[None]:
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "lock", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CompressError(f"another rxcurate compress is running on {state.parent}: wait for it to finish "
+                                f"(or use another --workdir)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_temp_files(out: Path, state: Path) -> None:
+    """Leftovers of a killed run (atomic_path temp files ``.<name>.<random>.tmp``) of this stage's files only."""
+    patterns = [(state, ".*.tmp"), (state / "units", ".*.tmp"), (state / "done", ".*.tmp"),
+                (out / DATA_DIR, f".{SHARD_GLOB}.*.tmp")]
+    patterns += [(out, f".{name}.*.tmp") for name in (METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS)]
+    for folder, pattern in patterns:
+        if folder.is_dir():
+            for p in folder.glob(pattern):
+                p.unlink(missing_ok=True)
+
+
+def _reset_state(state: Path, key: dict[str, Any]) -> None:
+    """Start over unless the saved state belongs to the same data version and output settings."""
+    meta = state / "state.json"
+    current = read_json(meta) if meta.is_file() else None
+    if current == key:
+        return
+    if current is not None:
+        log(f"discarding compress state of another data version or output settings in {state}")
+    for child in state.iterdir():
+        if child.name == "lock":
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    (state / "units").mkdir()
+    (state / "done").mkdir()
+    atomic_write_json(meta, key)
+
+
+def _up_to_date(out: Path, key: dict[str, Any]) -> bool:
+    path = out / CHECKSUMS
+    if not path.is_file() or (out / STATE_DIR / "state.json").exists():
+        return False
+    try:
+        sums = read_json(path)
+    except (OSError, ValueError):
+        return False
+    if sums.get("data_version") != key["data_version"] or sums.get("output") != key["output"]:
+        return False
+    return all((out / rel).is_file() and (out / rel).stat().st_size == v["size"] for rel, v in sums["files"].items())
+
+
+def compress(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
+             workdir: str | os.PathLike[str] | None = None, workers: int | None = 1,
+             force: bool = False) -> CompressResult:
+    """Compress the lockfile's images into ``<workdir>/data/`` shards plus metadata, report and checksums."""
+    check_manifest_codec(manifest)
+    out = manifest.resolve_workdir(workdir)
+    lock = read_lockfile(out, manifest)
+    if source is not None:
+        src = Path(source)
+    elif manifest.source_root is not None:
+        src = manifest.resolve_source()
+    else:
+        src = Path(lock.info["source_root"])
+    if not src.is_dir():
+        raise CompressError(f"source folder {src} does not exist: pass --source DIR (the screen rxcurate select read)")
+    check_crop_fits(manifest, list(lock.image_shape))
+    version = data_version(lock.content_hash, manifest.transform_section())
+    key = {"format": STATE_FORMAT, "data_version": version, "wells_per_unit": WELLS_PER_UNIT,
+           "output": {"shard_bytes": manifest.shard_bytes, "row_group_bytes": manifest.row_group_bytes}}
+    if not force and _up_to_date(out, key):
+        log(f"{out}: up to date (data version {version[:12]})")
+        return CompressResult(out, version, sorted((out / DATA_DIR).glob(SHARD_GLOB)), read_json(out / REPORT), True)
+
+    state = out / STATE_DIR
+    with _exclusive(state):
+        _reset_state(state, key)
+        _remove_temp_files(out, state)
+        wells = _ordered_wells(lock)
+        if not (state / "plan.json").is_file():
+            _encode_all(manifest, lock, src, wells, state, workers)
+            plan = _make_plan(manifest, lock, wells, state, version)
+            atomic_write_json(state / "plan.json", plan, indent=None)
+        plan = read_json(state / "plan.json")
+        shards = _pack(manifest, plan, state, out)
+        result = _finish(manifest, lock, plan, shards, out, version, key)
+        (state / "state.json").unlink()  # first: without it, leftovers are never mistaken for a resumable state
+    shutil.rmtree(state, ignore_errors=True)
+    return result
+
+
+def _unit_path(state: Path, index: int) -> Path:
+    return state / "units" / f"u{index:06d}.arrow"
+
+
+def _encode_all(manifest: Manifest, lock: Lockfile, src: Path, wells: list, state: Path,
+                workers: int | None) -> None:
+    n_images = lock.n_images
+    want = manifest.transform.report_sample_images
+    threshold = min(1 << 64, (want << 64) // max(n_images, 1))
+    tasks = []
+    for index, start in enumerate(range(0, len(wells), WELLS_PER_UNIT)):
+        tasks.append(UnitTask(index=index, dest=str(_unit_path(state, index)), source=str(src),
+                              wells=tuple(wells[start : start + WELLS_PER_UNIT]), transform=manifest.transform,
+                              dtype=lock.info["image_dtype"], shape=lock.image_shape, sample_threshold=threshold))
+    pending = [t for t in tasks if not Path(t.dest).is_file()]
+    done_images = n_images - sum(len(i) for t in pending for _, i in t.wells)
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    if done_images:
+        log(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} units already encoded")
+    with progress(n_images, "compress", "images") as advance:
+        advance(done_images)
+        if n_workers == 1 or len(pending) <= 1:
+            for t in pending:
+                advance(encode_unit(t)["images"])
+            return
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(pending)), mp_context=ctx) as pool:
+            order = {pool.submit(encode_unit, t): i for i, t in enumerate(pending)}
+            remaining = set(order)
+            while remaining:
+                finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                for f in sorted(finished, key=order.__getitem__):
+                    exc = f.exception()
+                    if exc is not None:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise exc
+                    advance(f.result()["images"])
+
+
+def _make_plan(manifest: Manifest, lock: Lockfile, wells: list, state: Path, version: str) -> dict[str, Any]:
+    """Read every unit's sizes and stats; cut shards at whole wells by image bytes."""
+    n_units = math.ceil(len(wells) / WELLS_PER_UNIT)
+    well_ids: list[str] = []
+    well_bytes: list[int] = []
+    well_rows: list[tuple[int, int, int]] = []  # (unit, row start, row stop)
+    sizes_all: list[int] = []
+    stats = {"clipped_low": 0, "clipped_high": 0, "pixels": 0}
+    samples: list[dict] = []
+    skipped: list[dict] = []
+    for u in range(n_units):
+        table, meta = read_unit(_unit_path(state, u))
+        for k in stats:
+            stats[k] += meta["stats"][k]
+        samples.extend(meta["samples"])
+        skipped.extend(meta["skipped"])
+        ids = table.column("well_id").to_pylist()
+        sizes = pc.binary_length(table.column("data")).to_pylist()
+        sizes_all.extend(sizes)
+        start = 0
+        for i in range(1, len(ids) + 1):
+            if i == len(ids) or ids[i] != ids[start]:
+                well_ids.append(ids[start])
+                well_bytes.append(sum(sizes[start:i]))
+                well_rows.append((u, start, i))
+                start = i
+    if not well_ids:
+        raise CompressError(f"every selected well failed to compress (first: {skipped[0]['error'] if skipped else '?'})"
+                            f"; fix the source images or the selection")
+    ranges = [list(r) for r in _pack_ranges(well_bytes, manifest.shard_bytes)]
+    shards = []
+    for i, (a, b) in enumerate(ranges):
+        segs: list[list[int]] = []
+        for u, r0, r1 in well_rows[a:b]:
+            if segs and segs[-1][0] == u and segs[-1][2] == r0:
+                segs[-1][2] = r1
+            else:
+                segs.append([u, r0, r1])
+        shards.append({"name": shard_name(i, len(ranges)), "wells": [a, b], "segments": segs,
+                       "bytes": sum(well_bytes[a:b])})
+    # the last shard each unit contributes to: a unit file may go once that shard is done
+    unit_last = {}
+    for i, s in enumerate(shards):
+        for u, _, _ in s["segments"]:
+            unit_last[u] = i
+    return {
+        "data_version": version,
+        "wells": well_ids,
+        "shards": shards,
+        "unit_last_shard": [unit_last.get(u, -1) for u in range(n_units)],
+        "image_sizes": sizes_all,
+        "stats": stats,
+        "samples": samples,
+        "skipped": skipped,
+    }
+
+
+def _pack_ranges(sizes: list[int], budget: int) -> list[tuple[int, int]]:
+    from rxcurate.shards import pack
+
+    return pack(sizes, budget)
+
+
+def _pack(manifest: Manifest, plan: dict[str, Any], state: Path, out: Path) -> list[dict[str, Any]]:
+    data = out / DATA_DIR
+    data.mkdir(parents=True, exist_ok=True)
+    ext = manifest.transform.codec.extension
+    shards = plan["shards"]
+    unit_last = plan["unit_last_shard"]
+    results: list[dict[str, Any]] = []
+    with progress(len(shards), "write shards", "shards") as advance:
+        for i, s in enumerate(shards):
+            dest = data / s["name"]
+            marker = state / "done" / f"{s['name']}.json"
+            if marker.is_file() and dest.is_file():
+                done = read_json(marker)
+                if dest.stat().st_size == done["size"]:
+                    results.append(done)
+                    advance(1)
+                    continue
+            keys, blobs = [], []
+            for u, r0, r1 in s["segments"]:
+                table, _ = read_unit(_unit_path(state, u))
+                part = table.slice(r0, r1 - r0)
+                keys.append(part.column("__key__"))
+                blobs.append(part.column("data"))
+            keys_c = pa.chunked_array([c for k in keys for c in k.chunks], pa.string())
+            blobs_c = pa.chunked_array([c for b in blobs for c in b.chunks], pa.binary())
+            write_shard(dest, keys_c, blobs_c, manifest.row_group_bytes, ext)
+            done = {"name": s["name"], "sha256": sha256_file(dest), "size": dest.stat().st_size}
+            atomic_write_json(marker, done)
+            results.append(done)
+            for u, last in enumerate(unit_last):
+                if last == i:
+                    _unit_path(state, u).unlink(missing_ok=True)
+            advance(1)
+    return results
+
+
+def _metadata_table(lock: Lockfile, wells: set[str]) -> pa.Table:
+    """Source-layout metadata of the wells present, sorted by well_id (RxRx1: one row per site)."""
+    t = lock.table
+    mask = pc.is_in(t.column("well_id"), value_set=pa.array(sorted(wells), pa.string()))
+    t = t.filter(mask)
+    layout = lock.layout
+    if layout is RXRX1:
+        parents = pc.list_parent_indices(t.column("sites"))
+        site = pc.list_flatten(t.column("sites"))
+        t = t.take(parents)
+        site_id = pc.binary_join_element_wise(t.column("well_id"), pc.cast(site, pa.string()), "_")
+        cols = {c: t.column(c) for c in layout.columns if c not in ("site_id", "site")}
+        cols["site_id"] = site_id
+        cols["site"] = site
+        return pa.table({c: cols[c] for c in layout.columns})
+    return t.select(list(layout.columns))
+
+
+def _finish(manifest: Manifest, lock: Lockfile, plan: dict[str, Any], shards: list[dict[str, Any]], out: Path,
+            version: str, key: dict[str, Any]) -> CompressResult:
+    data = out / DATA_DIR
+    names = {s["name"] for s in shards}
+    for stale in data.glob(SHARD_GLOB):
+        if stale.name not in names:
+            stale.unlink()
+    meta = _metadata_table(lock, set(plan["wells"]))
+    with atomic_path(out / METADATA_PARQUET) as tmp:
+        pq.write_table(meta, tmp, compression="zstd")
+    atomic_write_text(out / METADATA_CSV, meta.to_pandas().to_csv(index=False, lineterminator="\n"))
+    report = _report(manifest, lock, plan, shards, version)
+    atomic_write_json(out / REPORT, report)
+    files = {f"{DATA_DIR}/{s['name']}": {"sha256": s["sha256"], "size": s["size"]} for s in shards}
+    for name in (METADATA_CSV, METADATA_PARQUET, REPORT):
+        files[name] = {"sha256": sha256_file(out / name), "size": (out / name).stat().st_size}
+    atomic_write_json(out / CHECKSUMS, {"data_version": version, "output": key["output"], "files": files})
+    return CompressResult(out, version, [data / s["name"] for s in shards], report)
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": round(float(a.mean()), 4), "min": round(float(a.min()), 4),
+            "p05": round(float(np.percentile(a, 5)), 4), "median": round(float(np.median(a)), 4),
+            "max": round(float(a.max()), 4)}
+
+
+def _report(manifest: Manifest, lock: Lockfile, plan: dict[str, Any], shards: list[dict[str, Any]],
+            version: str) -> dict[str, Any]:
+    sizes = np.asarray(plan["image_sizes"], dtype=np.int64)
+    crop = manifest.transform.crop
+    h, w = (crop.height, crop.width) if crop else lock.image_shape
+    stats = plan["stats"]
+    samples = plan["samples"]
+    finite = [s["psnr"] for s in samples if s["psnr"] is not None]
+    errors = [s["max_abs_error"] for s in samples]
+    pixels = max(stats["pixels"], 1)
+    return {
+        "data_version": version,
+        "manifest_hash": manifest.manifest_hash(),
+        "transform": manifest.transform_section(),
+        "wells": len(plan["wells"]),
+        "images": int(sizes.size),
+        "shards": len(shards),
+        "image_shape": [h, w],
+        "bytes": {
+            "images_total": int(sizes.sum()),
+            "shards_total": int(sum(s["size"] for s in shards)),
+            "per_image": {"mean": round(float(sizes.mean()), 2), "min": int(sizes.min()),
+                          "median": float(np.median(sizes)), "max": int(sizes.max())},
+            "uncompressed_8bit_per_image": h * w,
+            "compression_ratio": round(h * w / float(sizes.mean()), 3),
+        },
+        "clipped_fraction": {"low": round(stats["clipped_low"] / pixels, 6),
+                             "high": round(stats["clipped_high"] / pixels, 6)},
+        "quality_sample": {
+            "method": "decoded with OpenJPEG (as Pillow/datasets) vs the uncompressed 8-bit crop",
+            "seed": manifest.transform.report_seed,
+            "images": len(samples),
+            "exact_images": sum(1 for s in samples if s["psnr"] is None),
+            "psnr_db": _stats(finite),
+            "max_abs_error": {"max": int(max(errors)), "mean": round(float(np.mean(errors)), 4)} if errors else None,
+        },
+        "skipped_wells": plan["skipped"],
+    }
+
+
+def check_manifest_codec(manifest: Manifest) -> None:
+    """Fail early (before any work) when the codec is unavailable in this installation."""
+    if manifest.transform.codec.name == "htj2k" and not imagecodecs.HTJ2K.available:
+        raise ManifestError(f"{manifest.path}: transform.codec.name htj2k needs imagecodecs built with OpenJPH; "
+                            f"use name: jpeg2000")

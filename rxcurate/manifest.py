@@ -1,0 +1,401 @@
+"""Release manifests: load a YAML file, validate it against ``schemas/manifest.schema.json``, return a typed model.
+
+The model applies every default, so two manifests that differ only by spelled-out defaults hash the same.
+Hashes (all ``rxcurate.io.canonical_hash`` of normalised sections):
+
+- ``selection_hash``: layout, source metadata file, declared tables, ``select`` and the image subset
+  (``transform.sites``/``channels``): what ``rxcurate select`` depends on (besides the source's bytes).
+- ``transform_hash``: the whole ``transform`` section (crop, 8-bit conversion, codec, sites, channels, ...).
+- ``manifest_hash``: selection + transform, recorded in the lockfile.
+
+The data version of a release is ``canonical_hash({"lockfile": <lockfile content hash>, "transform": ...})``
+(see :func:`data_version`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rxcurate.errors import ManifestError
+from rxcurate.io import canonical_hash
+from rxcurate.schemas import validate
+from rxcurate.source import CHANNELS, get_layout
+
+DEFAULT_SHARD_BYTES = 500_000_000
+DEFAULT_ROW_GROUP_BYTES = 64_000_000
+DEFAULT_RATE = 20.0  # 512 x 512 x 8 bit / 20 = 13,107 bytes = 12.8 KiB per image, as RxRx3-core
+DEFAULT_QSTEP = 0.01
+DEFAULT_PERCENTILES = (0.1, 99.9)
+RESERVED_TABLES = ("wells", "metadata")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicated mapping keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicated key {key!r} (each key may appear once)", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass(frozen=True)
+class Crop:
+    height: int
+    width: int
+    origin: tuple[int, int] | None  # None: centred
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": [self.height, self.width], "origin": "center" if self.origin is None else list(self.origin)}
+
+
+@dataclass(frozen=True)
+class Convert:
+    """16/8-bit -> 8-bit conversion; ``low``/``high`` hold one value per channel 1..6 for ``window``."""
+
+    method: str  # percentile | window | shift | none
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+    shift: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.method == "percentile":
+            return {"method": "percentile", "low": self.low[0], "high": self.high[0]}
+        if self.method == "window":
+            return {"method": "window", "low": list(self.low), "high": list(self.high)}
+        if self.method == "shift":
+            return {"method": "shift", "shift": self.shift}
+        return {"method": "none"}
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str  # jpeg2000 | htj2k
+    mode: str  # rate | psnr | qstep | lossless
+    value: float | None  # the rate, psnr or qstep; None when lossless
+    resolutions: int = 6
+
+    @property
+    def extension(self) -> str:
+        return "jp2" if self.name == "jpeg2000" else "j2k"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "mode": self.mode, "value": self.value}
+        if self.name == "jpeg2000":
+            d["resolutions"] = self.resolutions
+        return d
+
+    def nominal_bytes(self, height: int, width: int) -> int | None:
+        """Bytes per image implied by the settings (fixed rate only), else None."""
+        if self.mode == "rate" and self.value:
+            return int(math.ceil(height * width / self.value))
+        return None
+
+
+@dataclass(frozen=True)
+class Transform:
+    crop: Crop | None
+    convert: Convert
+    codec: Codec
+    sites: tuple[int, ...]
+    channels: tuple[int, ...]
+    on_error: str
+    report_sample_images: int
+    report_seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "crop": None if self.crop is None else self.crop.to_dict(),
+            "convert": self.convert.to_dict(),
+            "codec": self.codec.to_dict(),
+            "sites": list(self.sites),
+            "channels": list(self.channels),
+            "on_error": self.on_error,
+            "report": {"sample_images": self.report_sample_images, "seed": self.report_seed},
+        }
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    where: str
+    per: tuple[str, ...]
+    n: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "where": self.where, "per": list(self.per), "n": self.n, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    path: str
+    base: str  # manifest | source
+
+    @property
+    def format(self) -> str:
+        return "parquet" if self.path.endswith(".parquet") else "csv"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    name: str
+    version: str
+    layout: str
+    description: str
+    license: str | None
+    source_root: str | None
+    source_metadata: str
+    tables: tuple[TableSpec, ...]
+    sql: str
+    samples: tuple[Sampler, ...]
+    transform: Transform
+    shard_bytes: int
+    row_group_bytes: int
+    workdir: str | None
+    embeddings: tuple[dict[str, Any], ...] = ()
+    benchmarks: tuple[str, ...] = ()
+    card: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # ---- hashes -------------------------------------------------------------------------------------------
+    def selection_section(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout,
+            "source_metadata": self.source_metadata,
+            "tables": {t.name: {"path": t.path, "base": t.base} for t in self.tables},
+            "select": {"sql": self.sql, "sample": [s.to_dict() for s in self.samples]},
+            "images": {"sites": list(self.transform.sites), "channels": list(self.transform.channels)},
+        }
+
+    def transform_section(self) -> dict[str, Any]:
+        return self.transform.to_dict()
+
+    def selection_hash(self) -> str:
+        return canonical_hash(self.selection_section())
+
+    def transform_hash(self) -> str:
+        return canonical_hash(self.transform_section())
+
+    def manifest_hash(self) -> str:
+        return canonical_hash({"selection": self.selection_section(), "transform": self.transform_section()})
+
+    # ---- paths --------------------------------------------------------------------------------------------
+    @property
+    def folder(self) -> Path:
+        return self.path.resolve().parent
+
+    def resolve_source(self, source: str | os.PathLike[str] | None = None) -> Path:
+        """The source root: ``source`` (``--source``) if given, else ``source.root`` relative to the manifest."""
+        if source is not None:
+            return Path(source)
+        if self.source_root is None:
+            raise ManifestError(
+                f"{self.path}: no source screen: pass --source DIR or set source.root in the manifest "
+                f"(e.g. source: {{root: ../build/release/source}})"
+            )
+        root = Path(self.source_root)
+        return root if root.is_absolute() else self.folder / root
+
+    def resolve_workdir(self, workdir: str | os.PathLike[str] | None = None) -> Path:
+        """``--workdir`` if given, else ``output.workdir``, else ``build/<name>`` (relative to the cwd)."""
+        if workdir is not None:
+            return Path(workdir)
+        return Path(self.workdir) if self.workdir else Path("build") / self.name
+
+    def resolve_table(self, table: TableSpec, source_root: Path) -> Path:
+        """Absolute path of a declared table; it must stay inside its base folder (no ``..`` or links out)."""
+        base = (self.folder if table.base == "manifest" else Path(source_root)).resolve()
+        path = (base / table.path).resolve()
+        if not path.is_relative_to(base):
+            raise ManifestError(
+                f"{self.path}: tables.{table.name}.path {table.path!r} leaves its base folder {base}: use a path "
+                f"inside it (e.g. tables/{Path(table.path).name}) and set base: manifest or base: source"
+            )
+        if not path.is_file():
+            raise ManifestError(
+                f"{self.path}: tables.{table.name}.path: {path} not found (relative to the "
+                f"{'manifest folder' if table.base == 'manifest' else 'source root'}; base: {table.base})"
+            )
+        return path
+
+
+def data_version(lockfile_hash: str, transform: dict[str, Any]) -> str:
+    """The identity of a data version: canonical hash of the lockfile's content hash and the transform section."""
+    return canonical_hash({"lockfile": lockfile_hash, "transform": transform})
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read, validate and normalise a manifest; raise :class:`ManifestError` naming the field and a valid example."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} not found: pass a YAML file such as manifests/rxrx3-core.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest {path} is unreadable ({exc}): it must be a UTF-8 YAML file") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ManifestError(f"{path}: invalid YAML{where}: {problem}") from None
+    return parse_manifest(raw, path)
+
+
+def parse_manifest(raw: Any, path: str | os.PathLike[str] = "<manifest>") -> Manifest:
+    """Validate an already-parsed manifest document and build the typed model."""
+    path = Path(path)
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: a manifest is a YAML mapping with name, version, layout, select, ... "
+                            f"(see manifests/rxrx3-core.yaml)")
+    validate(raw, "manifest", ManifestError, str(path))
+    layout = get_layout(raw["layout"])
+    src = raw.get("source", {}) or {}
+    tables = []
+    for name in sorted(raw.get("tables", {}) or {}):
+        if name in RESERVED_TABLES:
+            raise ManifestError(f"{path}: tables.{name}: the names {list(RESERVED_TABLES)} are reserved for the "
+                                f"source views; rename it (e.g. {name}_extra)")
+        spec = raw["tables"][name]
+        tables.append(TableSpec(name=name, path=spec["path"], base=spec.get("base", "manifest")))
+    sel = raw["select"]
+    samples = []
+    seen_names: set[str] = set()
+    for i, s in enumerate(sel.get("sample", []) or []):
+        if s["name"] in seen_names:
+            raise ManifestError(f"{path}: select.sample[{i}].name: {s['name']!r} is used twice; names are unique")
+        seen_names.add(s["name"])
+        samples.append(Sampler(name=s["name"], where=s["where"], per=tuple(s.get("per", [])), n=int(s["n"]),
+                               seed=int(s.get("seed", 0))))
+    transform = _parse_transform(raw.get("transform", {}) or {}, layout.sites, path)
+    out = raw.get("output", {}) or {}
+    return Manifest(
+        path=path,
+        name=raw["name"],
+        version=raw["version"],
+        layout=layout.name,
+        description=raw.get("description", ""),
+        license=raw.get("license"),
+        source_root=src.get("root"),
+        source_metadata=src.get("metadata", "metadata.csv"),
+        tables=tuple(tables),
+        sql=sel["sql"],
+        samples=tuple(samples),
+        transform=transform,
+        shard_bytes=int(out.get("shard_bytes", DEFAULT_SHARD_BYTES)),
+        row_group_bytes=int(out.get("row_group_bytes", DEFAULT_ROW_GROUP_BYTES)),
+        workdir=out.get("workdir"),
+        embeddings=tuple(raw.get("embeddings", []) or []),
+        benchmarks=tuple(raw.get("benchmarks", []) or []),
+        card=dict(raw.get("card", {}) or {}),
+        raw=raw,
+    )
+
+
+def _parse_transform(t: dict[str, Any], layout_sites: tuple[int, ...], path: Path) -> Transform:
+    crop_raw = t.get("crop", {"size": 512, "origin": "center"})
+    crop: Crop | None = None
+    if crop_raw is not None:
+        size = crop_raw.get("size", 512)
+        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        origin = crop_raw.get("origin", "center")
+        crop = Crop(h, w, None if origin == "center" else (int(origin[0]), int(origin[1])))
+
+    conv = t.get("convert", {"method": "percentile"})
+    method = conv["method"]
+    allowed = {"percentile": {"low", "high"}, "window": {"low", "high"}, "shift": {"shift"}, "none": set()}[method]
+    extra = sorted(set(conv) - allowed - {"method"})
+    if extra:
+        raise ManifestError(f"{path}: transform.convert.{extra[0]} does not apply to method {method!r} (it takes "
+                            f"{sorted(allowed) or 'no parameters'}; e.g. {{method: window, low: 0, high: 24000}})")
+    if method == "percentile":
+        lo, hi = conv.get("low", DEFAULT_PERCENTILES[0]), conv.get("high", DEFAULT_PERCENTILES[1])
+        if isinstance(lo, list) or isinstance(hi, list):
+            raise ManifestError(f"{path}: transform.convert: percentile low/high are single numbers "
+                                f"(e.g. low: 0.1, high: 99.9)")
+        if not (0 <= lo < hi <= 100):
+            raise ManifestError(f"{path}: transform.convert: percentiles need 0 <= low < high <= 100, got low={lo}, "
+                                f"high={hi} (e.g. low: 0.1, high: 99.9)")
+        convert = Convert("percentile", (float(lo),), (float(hi),))
+    elif method == "window":
+        if "low" not in conv or "high" not in conv:
+            raise ManifestError(f"{path}: transform.convert: window needs low and high intensities "
+                                f"(e.g. {{method: window, low: 0, high: 24000}})")
+        lows = _per_channel(conv["low"], "low", path)
+        highs = _per_channel(conv["high"], "high", path)
+        for c, (lo, hi) in enumerate(zip(lows, highs, strict=True), start=1):
+            if not lo < hi:
+                raise ManifestError(f"{path}: transform.convert: window channel {c} needs low < high, got "
+                                    f"low={lo}, high={hi} (e.g. low: 0, high: 24000)")
+        convert = Convert("window", lows, highs)
+    elif method == "shift":
+        convert = Convert("shift", shift=int(conv.get("shift", 8)))
+    else:
+        convert = Convert("none")
+
+    c = t.get("codec", {"name": "jpeg2000"})
+    name = c.get("name", "jpeg2000")
+    modes = [k for k in ("rate", "psnr", "qstep") if k in c] + (["lossless"] if c.get("lossless") else [])
+    if len(modes) > 1:
+        raise ManifestError(f"{path}: transform.codec: choose one of rate, psnr, qstep or lossless: true, got "
+                            f"{modes} (e.g. {{name: jpeg2000, rate: 20}})")
+    if name == "jpeg2000" and "qstep" in c:
+        raise ManifestError(f"{path}: transform.codec.qstep applies to htj2k only; jpeg2000 takes rate or psnr "
+                            f"(e.g. rate: 20)")
+    if name == "htj2k" and ("rate" in c or "psnr" in c or "resolutions" in c):
+        bad = next(k for k in ("rate", "psnr", "resolutions") if k in c)
+        raise ManifestError(f"{path}: transform.codec.{bad} applies to jpeg2000 only; htj2k takes qstep or "
+                            f"lossless (e.g. {{name: htj2k, qstep: 0.01}})")
+    if modes == ["lossless"]:
+        mode, value = "lossless", None
+    elif modes:
+        mode, value = modes[0], float(c[modes[0]])
+    else:
+        mode, value = ("rate", DEFAULT_RATE) if name == "jpeg2000" else ("qstep", DEFAULT_QSTEP)
+    codec = Codec(name, mode, value, int(c.get("resolutions", 6)))
+
+    sites = tuple(t.get("sites", list(layout_sites)))
+    bad_sites = [s for s in sites if s not in layout_sites]
+    if bad_sites:
+        raise ManifestError(f"{path}: transform.sites: {bad_sites} not in this layout's sites {list(layout_sites)} "
+                            f"(e.g. sites: {list(layout_sites)})")
+    channels = tuple(t.get("channels", list(CHANNELS)))
+    rep = t.get("report", {}) or {}
+    return Transform(
+        crop=crop,
+        convert=convert,
+        codec=codec,
+        sites=tuple(sorted(sites)),
+        channels=tuple(sorted(channels)),
+        on_error=t.get("on_error", "error"),
+        report_sample_images=int(rep.get("sample_images", 64)),
+        report_seed=int(rep.get("seed", 0)),
+    )
+
+
+def _per_channel(value: Any, key: str, path: Path) -> tuple[float, ...]:
+    if isinstance(value, list):
+        if len(value) != len(CHANNELS):
+            raise ManifestError(f"{path}: transform.convert.{key}: give one number or {len(CHANNELS)} numbers (one "
+                                f"per channel 1..{len(CHANNELS)}), got {len(value)} (e.g. {key}: 0)")
+        return tuple(float(v) for v in value)
+    return tuple(float(value) for _ in CHANNELS)

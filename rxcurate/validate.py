@@ -1,0 +1,711 @@
+"""`rxcurate validate`: fetch a published version into a fresh folder and prove it is what release.json says.
+
+Checks (each failure names its file):
+
+1. ``release.json``: readable, schema (``schemas/release.schema.json``).
+2. files: sha256 and size of every file listed; no unlisted file (``leaderboard/`` and hidden files aside).
+3. manifest (``manifest.schema.json``), its version and hash; lockfile content hash; data version recomputed.
+4. card (``README.md``): parses with huggingface_hub, ``card.schema.json``, its data hash (prose excluded) equals
+   release.json's, and every split size it claims equals the files.
+5. counts: shard rows, metadata rows and wells against the lockfile (less the wells compress skipped) and release.json.
+6. keys: ``__key__`` unique, sorted, and one-to-one with metadata wells x sites x channels (and the lockfile's keys).
+7. images: decode to the declared shape and uint8 (all with ``full``, else a seeded sample).
+8. embeddings: one row per metadata well, no NaN/inf, the declared dimension, float32, no identical vectors of
+   distinct wells.
+9. benchmarks: definition and results schemas, then every result re-run from the published files with
+   ``rxcurate.benchmarks`` and compared within the definition's tolerance.
+10. Polaris artifacts (when published): consistent; with ``full``, loaded through polaris-lib.
+
+The report is JSON-serialisable; ``ok`` only when every check passed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rxcurate.errors import ReleaseValidationError, RxcurateError
+from rxcurate.io import sha256_file
+from rxcurate.release import (
+    CARD,
+    CHANGELOG,
+    LOCKFILE,
+    METADATA_CSV,
+    METADATA_PARQUET,
+    RELEASE_JSON,
+    REPORT,
+    read_release_json,
+)
+
+DEFAULT_SAMPLE = 64
+IGNORED_PREFIXES = ("leaderboard/",)
+IGNORED_NAMES = (".gitattributes",)
+MAX_EXAMPLES = 3
+
+
+@dataclass
+class Finding:
+    check: str
+    file: str
+    ok: bool
+    message: str
+
+
+@dataclass
+class ValidationReport:
+    target: str
+    version: str | None
+    commit: str | None
+    folder: str
+    full: bool
+    seed: int
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings) and bool(self.findings)
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    def add(self, check: str, file: str, ok: bool, message: str) -> None:
+        self.findings.append(Finding(check, file, ok, message))
+
+    def fail(self, check: str, file: str, message: str) -> None:
+        self.add(check, file, False, f"{file}: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "version": self.version, "commit": self.commit, "folder": self.folder,
+                "full": self.full, "seed": self.seed, "ok": self.ok, "checks": len(self.findings),
+                "failures": [asdict(f) for f in self.failures], "findings": [asdict(f) for f in self.findings]}
+
+    def raise_for_failures(self) -> None:
+        if not self.ok:
+            first = self.failures[0].message if self.failures else "no checks ran"
+            raise ReleaseValidationError(f"{self.target}: {len(self.failures)} check(s) failed; first: {first}")
+
+
+def _relative(exc: BaseException, folder: Path) -> str:
+    """An error message with the (temporary) folder prefix removed, so it names the file as published."""
+    return " ".join(str(exc).replace(f"{folder}/", "").split())
+
+
+def _examples(items: list[Any]) -> str:
+    shown = ", ".join(str(i) for i in items[:MAX_EXAMPLES])
+    return shown + (f" and {len(items) - MAX_EXAMPLES} more" if len(items) > MAX_EXAMPLES else "")
+
+
+# --------------------------------------------------------------------------------------------------- checks
+def _check_release_json(folder: Path, rep: ValidationReport) -> dict[str, Any] | None:
+    from rxcurate.schemas import validate
+
+    try:
+        doc = read_release_json(folder, ReleaseValidationError)
+    except RxcurateError as exc:
+        rep.add("release.json", RELEASE_JSON, False, _relative(exc, folder))
+        return None
+    try:
+        validate(doc, "release", ReleaseValidationError, RELEASE_JSON)
+    except RxcurateError as exc:
+        rep.add("release.json", RELEASE_JSON, False, str(exc))
+        return None
+    rep.add("release.json", RELEASE_JSON, True, f"{RELEASE_JSON}: schema valid (version {doc['version']})")
+    return doc
+
+
+def _all_files(folder: Path) -> list[str]:
+    out = []
+    for p in folder.rglob("*"):
+        if p.is_file():
+            rel = p.relative_to(folder).as_posix()
+            if any(part.startswith(".") for part in rel.split("/")) or rel.startswith(IGNORED_PREFIXES) \
+                    or rel in IGNORED_NAMES:
+                continue
+            out.append(rel)
+    return sorted(out)
+
+
+def _check_files(folder: Path, release: dict[str, Any], rep: ValidationReport, checkout: bool) -> set[str]:
+    """sha256/size of every listed file; returns the files that failed. Unlisted files: every file of a checkout,
+    the release files of a local release folder (which may hold other things, e.g. the source screen)."""
+    bad: set[str] = set()
+    files = release.get("files", {})
+    for rel in sorted(files):
+        want = files[rel]
+        path = folder / rel
+        if not path.is_file():
+            rep.fail("files", rel, "listed in release.json but missing")
+            bad.add(rel)
+            continue
+        size = path.stat().st_size
+        if size != want.get("size"):
+            rep.fail("files", rel, f"size {size:,} bytes, release.json says {want.get('size'):,}")
+            bad.add(rel)
+            continue
+        if sha256_file(path) != want.get("sha256"):
+            rep.fail("files", rel, "sha256 differs from release.json (the file was modified)")
+            bad.add(rel)
+    from rxcurate.release import release_files
+
+    present = _all_files(folder) if checkout else release_files(folder)
+    extra = [r for r in present if r not in files and r not in (CARD, RELEASE_JSON)]
+    for rel in extra:
+        rep.fail("files", rel, "not listed in release.json (an unexpected file)")
+    if not bad and not extra:
+        rep.add("files", RELEASE_JSON, True, f"{len(files)} files match release.json (sha256 and size)")
+    return bad
+
+
+def _check_manifest(folder: Path, release: dict[str, Any], rep: ValidationReport):
+    from rxcurate.manifest import data_version
+    from rxcurate.release import manifest_of
+    from rxcurate.select import read_lockfile
+
+    try:
+        manifest = manifest_of(release, ReleaseValidationError, RELEASE_JSON)
+    except RxcurateError as exc:
+        rep.add("manifest", RELEASE_JSON, False, str(exc))
+        return None, None
+    ok = True
+    if manifest.version != release.get("version"):
+        rep.fail("manifest", RELEASE_JSON, f"manifest version {manifest.version} differs from version "
+                                           f"{release.get('version')}")
+        ok = False
+    if manifest.manifest_hash() != release.get("manifest_hash"):
+        rep.fail("manifest", RELEASE_JSON, "manifest_hash does not match the recorded manifest")
+        ok = False
+    try:
+        lock = read_lockfile(folder, manifest)
+    except RxcurateError as exc:
+        rep.add("lockfile", LOCKFILE, False, _relative(exc, folder))
+        return manifest, None
+    if lock.content_hash != release.get("lockfile_content_hash"):
+        rep.fail("lockfile", LOCKFILE, "content hash differs from release.json lockfile_content_hash")
+        ok = False
+    dv = data_version(lock.content_hash, manifest.transform_section())
+    if dv != release.get("data_version"):
+        rep.fail("lockfile", RELEASE_JSON, f"data_version {str(release.get('data_version'))[:16]} does not match the "
+                                           f"lockfile + transform ({dv[:16]})")
+        ok = False
+    if ok:
+        rep.add("manifest", RELEASE_JSON, True, f"manifest valid; data version {dv[:16]} reproduced from "
+                                                f"{LOCKFILE} + transform")
+    return manifest, lock
+
+
+@dataclass
+class _Shards:
+    paths: list[str]
+    keys: list[pa.ChunkedArray]
+    rows: list[int]
+
+
+def _read_shards(folder: Path, release: dict[str, Any], rep: ValidationReport) -> _Shards | None:
+    paths = sorted(r for r in release.get("files", {}) if r.startswith("data/") and r.endswith(".parquet"))
+    if not paths:
+        rep.fail("counts", RELEASE_JSON, "lists no data/ shards")
+        return None
+    keys, rows = [], []
+    for rel in paths:
+        try:
+            f = pq.ParquetFile(folder / rel)
+            if "__key__" not in f.schema_arrow.names or release["image"]["column"] not in f.schema_arrow.names:
+                rep.fail("keys", rel, f"columns {f.schema_arrow.names}; a shard has __key__ and "
+                                      f"{release['image']['column']}")
+                return None
+            keys.append(f.read(columns=["__key__"]).column("__key__"))
+            rows.append(f.metadata.num_rows)
+        except Exception as exc:  # noqa: BLE001 - a damaged parquet file is a finding
+            rep.fail("keys", rel, f"unreadable Parquet ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})")
+            return None
+    return _Shards(paths, keys, rows)
+
+
+def expected_keys(metadata, layout: str, sites: list[int], channels: list[int]) -> list[str]:
+    """``__key__`` of every image the metadata implies (wells x sites x channels; RxRx1 rows are sites)."""
+    if layout == "rxrx1":
+        exp, addr = metadata["experiment"].astype(str), metadata["well"].astype(str)
+        site = metadata["site"].astype(int)
+        base = [(e, int(p), a, int(s)) for e, p, a, s in zip(exp, metadata["plate"], addr, site, strict=True)
+                if int(s) in sites]
+    else:
+        base = [(e, int(p), a, s) for e, p, a in zip(metadata["experiment_name"].astype(str), metadata["plate"],
+                                                    metadata["address"].astype(str), strict=True) for s in sites]
+    return [f"{e}/Plate{p}/{a}_s{s}_{c}" for e, p, a, s in base for c in channels]
+
+
+def _check_counts_and_keys(folder: Path, release: dict[str, Any], manifest, lock, shards: _Shards,
+                           rep: ValidationReport):
+    import pandas as pd
+
+    from rxcurate.io import read_json
+
+    ok = True
+    try:
+        metadata = pd.read_parquet(folder / METADATA_PARQUET)
+    except Exception as exc:  # noqa: BLE001
+        rep.fail("counts", METADATA_PARQUET, f"unreadable ({type(exc).__name__})")
+        return None
+    try:
+        csv = pd.read_csv(folder / METADATA_CSV, dtype=str, keep_default_na=False)
+        if len(csv) != len(metadata) or list(csv["well_id"]) != list(metadata["well_id"].astype(str)):
+            rep.fail("counts", METADATA_CSV, f"{len(csv):,} rows / well ids differ from {METADATA_PARQUET} "
+                                             f"({len(metadata):,} rows)")
+            ok = False
+    except Exception as exc:  # noqa: BLE001
+        rep.fail("counts", METADATA_CSV, f"unreadable ({type(exc).__name__})")
+        ok = False
+    counts = release.get("counts", {})
+    wells = sorted(metadata["well_id"].astype(str).unique())
+    n_images = sum(shards.rows)
+    try:
+        skipped = {s["well_id"] for s in read_json(folder / REPORT).get("skipped_wells", [])}
+    except Exception:  # noqa: BLE001
+        rep.fail("counts", REPORT, "unreadable JSON")
+        skipped = set()
+    for what, actual, claimed, file in (("images", n_images, counts.get("images"), "data/"),
+                                        ("wells", len(wells), counts.get("wells"), METADATA_PARQUET),
+                                        ("metadata rows", len(metadata), counts.get("metadata_rows"), METADATA_PARQUET),
+                                        ("shards", len(shards.paths), counts.get("shards"), "data/")):
+        if actual != claimed:
+            rep.fail("counts", file, f"{actual:,} {what}, release.json counts say {claimed}")
+            ok = False
+    lock_keys: list[str] = []
+    if lock is not None:
+        lw = lock.table.column("well_id").to_pylist()
+        kept = [w for w in lw if w not in skipped]
+        if kept != wells:
+            missing, extra = sorted(set(kept) - set(wells)), sorted(set(wells) - set(kept))
+            rep.fail("counts", METADATA_PARQUET, f"wells differ from {LOCKFILE} less skipped wells "
+                                                 f"({len(missing)} missing: {_examples(missing)}; {len(extra)} "
+                                                 f"unexpected: {_examples(extra)})")
+            ok = False
+        for w, ks in zip(lw, lock.table.column("keys").to_pylist(), strict=True):
+            if w not in skipped:
+                lock_keys.extend(ks)
+    sites = list(release.get("image", {}).get("sites", [1]))
+    channels = list(release.get("image", {}).get("channels", []))
+    expected = expected_keys(metadata, manifest.layout if manifest else release.get("layout", "rxrx3"), sites,
+                             channels)
+    # keys: per shard sorted and unique, across shards ordered, globally unique
+    all_keys: list[str] = []
+    prev_last = None
+    for rel, col in zip(shards.paths, shards.keys, strict=True):
+        ks = col.to_pylist()
+        uniq = pc.unique(col)
+        if len(uniq) != len(ks):
+            vc = pc.value_counts(col)
+            dup = sorted(v["values"] for v in vc.to_pylist() if v["counts"] > 1)
+            rep.fail("keys", rel, f"{len(ks) - len(uniq)} duplicated __key__ row(s) (e.g. {_examples(dup)})")
+            ok = False
+        if ks != sorted(ks) or (prev_last is not None and ks and ks[0] <= prev_last):
+            rep.fail("keys", rel, "__key__ values are not sorted within/across shards (the order must be __key__ "
+                                  "order)")
+            ok = False
+        if ks:
+            prev_last = ks[-1]
+        all_keys.extend(ks)
+    have, want = set(all_keys), set(expected)
+    missing, extra = sorted(want - have), sorted(have - want)
+    if missing:
+        rep.fail("keys", "data/", f"{len(missing)} image(s) of metadata wells x channels are missing from the shards "
+                                  f"(e.g. {_examples(missing)})")
+        ok = False
+    if extra:
+        where = _key_files(shards, set(extra[:MAX_EXAMPLES]))
+        rep.fail("keys", where or "data/", f"{len(extra)} __key__ value(s) match no metadata well x channel "
+                                           f"(e.g. {_examples(extra)})")
+        ok = False
+    if lock is not None and sorted(lock_keys) != sorted(all_keys) and not (missing or extra):
+        rep.fail("keys", LOCKFILE, "the shards' __key__ set differs from the lockfile's keys")
+        ok = False
+    if ok:
+        rep.add("counts", "data/", True, f"{n_images:,} images in {len(shards.paths)} shard(s), {len(wells):,} wells: "
+                                         "counts match the lockfile and release.json; __key__ unique, sorted and "
+                                         "one-to-one with metadata wells x channels")
+    return metadata
+
+
+def _key_files(shards: _Shards, keys: set[str]) -> str:
+    for rel, col in zip(shards.paths, shards.keys, strict=True):
+        if pc.any(pc.is_in(col, value_set=pa.array(sorted(keys)))).as_py():
+            return rel
+    return ""
+
+
+def _check_images(folder: Path, release: dict[str, Any], shards: _Shards, rep: ValidationReport, full: bool,
+                  sample: int, seed: int) -> None:
+    import imagecodecs
+
+    total = sum(shards.rows)
+    shape = tuple(release.get("image", {}).get("shape") or ())
+    column = release.get("image", {}).get("column", "jp2")
+    if full or sample >= total:
+        chosen = np.arange(total)
+    else:
+        chosen = np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
+    offsets = np.cumsum([0, *shards.rows])
+    bad = 0
+    checked = 0
+    for i, rel in enumerate(shards.paths):
+        local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i]
+        if not len(local):
+            continue
+        f = pq.ParquetFile(folder / rel)
+        rg_starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+        for g in range(f.num_row_groups):
+            in_g = local[(local >= rg_starts[g]) & (local < rg_starts[g + 1])] - rg_starts[g]
+            if not len(in_g):
+                continue
+            t = f.read_row_group(g, columns=["__key__", column])
+            keys = t.column("__key__").to_pylist()
+            images = t.column(column)
+            for r in in_g.tolist():
+                key = keys[r]
+                cell = images[r].as_py()
+                checked += 1
+                data = cell.get("bytes") if isinstance(cell, dict) else cell
+                try:
+                    img = imagecodecs.jpeg2k_decode(data)
+                except Exception as exc:  # noqa: BLE001 - codec errors of many types
+                    bad += 1
+                    if bad <= MAX_EXAMPLES:
+                        rep.fail("images", rel, f"{key}: does not decode as JPEG 2000 ({type(exc).__name__})")
+                    continue
+                if img.dtype != np.uint8 or img.ndim != 2 or (shape and tuple(img.shape) != shape):
+                    bad += 1
+                    if bad <= MAX_EXAMPLES:
+                        rep.fail("images", rel, f"{key}: decodes to {img.dtype} {list(img.shape)}, release.json "
+                                                f"declares uint8 {list(shape)}")
+                if isinstance(cell, dict) and cell.get("path") not in (None, f"{key}.jp2", f"{key}.j2k"):
+                    bad += 1
+                    if bad <= MAX_EXAMPLES:
+                        rep.fail("images", rel, f"{key}: image path {cell.get('path')!r} does not match its key")
+    if bad > MAX_EXAMPLES:
+        rep.fail("images", "data/", f"{bad} bad image(s) in total")
+    if not bad:
+        rep.add("images", "data/", True, f"{checked:,} of {total:,} images decode to uint8 {list(shape)}"
+                                         + (" (all)" if checked == total else f" (seeded sample, seed {seed})"))
+
+
+def _check_embeddings(folder: Path, release: dict[str, Any], wells: list[str], rep: ValidationReport) -> None:
+    from rxcurate.io import read_json
+
+    for e in release.get("embeddings", []):
+        rel = e["path"]
+        try:
+            table = pq.read_table(folder / rel)
+        except Exception as exc:  # noqa: BLE001
+            rep.fail("embeddings", rel, f"unreadable Parquet ({type(exc).__name__})")
+            continue
+        ok = True
+        names = table.column_names
+        feats = [c for c in names if c.startswith("feature_")]
+        if "well_id" not in names:
+            rep.fail("embeddings", rel, f"no well_id column (columns {names[:5]}...)")
+            continue
+        if feats != [f"feature_{i}" for i in range(len(feats))]:
+            rep.fail("embeddings", rel, "feature columns are not feature_0..feature_{d-1} in order")
+            ok = False
+        declared = {e.get("dim")}
+        if e.get("info") and (folder / e["info"]).is_file():
+            declared.add(read_json(folder / e["info"]).get("dim"))
+        if declared != {len(feats)}:
+            rep.fail("embeddings", rel, f"{len(feats)} feature columns, declared dimension "
+                                        f"{sorted(map(str, declared))}")
+            ok = False
+        non_f32 = [c for c in feats if table.schema.field(c).type != pa.float32()]
+        if non_f32:
+            rep.fail("embeddings", rel, f"{len(non_f32)} feature column(s) are not float32 (e.g. {non_f32[0]})")
+            ok = False
+        ids = table.column("well_id").to_pylist()
+        if len(set(ids)) != len(ids):
+            seen: dict[str, int] = {}
+            for w in ids:
+                seen[w] = seen.get(w, 0) + 1
+            dup = sorted(w for w, n in seen.items() if n > 1)
+            rep.fail("embeddings", rel, f"{len(ids) - len(seen)} duplicated row(s): well_id {_examples(dup)} "
+                                        "appears more than once (one row per well)")
+            ok = False
+        if sorted(set(ids)) != wells:
+            missing, extra = sorted(set(wells) - set(ids)), sorted(set(ids) - set(wells))
+            rep.fail("embeddings", rel, f"wells differ from the metadata ({len(missing)} missing: "
+                                        f"{_examples(missing)}; {len(extra)} unknown: {_examples(extra)})")
+            ok = False
+        elif ids != sorted(ids):
+            rep.fail("embeddings", rel, "rows are not sorted by well_id")
+            ok = False
+        if len(ids) != e.get("rows"):
+            rep.fail("embeddings", rel, f"{len(ids)} rows, release.json says {e.get('rows')}")
+            ok = False
+        if feats:
+            x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in feats]).astype(np.float32)
+            finite = np.isfinite(x).all(axis=1)
+            if not finite.all():
+                bad = [ids[i] for i in np.flatnonzero(~finite)]
+                rep.fail("embeddings", rel, f"NaN/inf in {len(bad)} row(s) (e.g. {_examples(bad)})")
+                ok = False
+            pairs = identical_pairs(ids, x)
+            if pairs:
+                rep.fail("embeddings", rel, f"{len(pairs)} pair(s) of distinct wells have identical vectors (e.g. "
+                                            f"{_examples([f'{a}={b}' for a, b in pairs])})")
+                ok = False
+        if ok:
+            rep.add("embeddings", rel, True, f"{rel}: {len(ids):,} wells x {len(feats)} float32, finite, distinct")
+
+
+def identical_pairs(ids: list[str], x: np.ndarray) -> list[tuple[str, str]]:
+    """Pairs of distinct well ids with bitwise-identical vectors (sorted)."""
+    if not len(ids):
+        return []
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    pairs: list[tuple[str, str]] = []
+    for g in np.flatnonzero(counts > 1):
+        members = sorted({ids[i] for i in np.flatnonzero(inverse == g)})
+        pairs += [(a, b) for k, a in enumerate(members) for b in members[k + 1:]]
+    return sorted(pairs)
+
+
+def _find_by_sha(folder: Path, files: dict[str, Any], sha: str | None,
+                 prefix: tuple[str, ...] | str = "") -> Path | None:
+    if not sha:
+        return None
+    for rel in sorted(files):
+        if rel.startswith(prefix) and files[rel].get("sha256") == sha:
+            return folder / rel
+    return None
+
+
+def rerun_result(folder: Path, files: dict[str, Any], definition_path: Path, published: dict[str, Any]) -> list[str]:
+    """Re-run one published result from the published files; problems (empty = reproduced).
+
+    The seam to :mod:`rxcurate.benchmarks`: inputs are located in the release by the sha256 recorded in the
+    result's provenance, then ``evaluate_files`` runs and ``compare_results`` compares within the tolerance.
+    """
+    from rxcurate.benchmarks import compare_results, evaluate_files
+
+    inputs = (published.get("provenance") or {}).get("inputs") or {}
+    paths: dict[str, Path | None] = {}
+    for key, prefix in (("embeddings", "embeddings/"), ("metadata", ("metadata.",)), ("map", "")):
+        spec = inputs.get(key)
+        if spec:
+            paths[key] = _find_by_sha(folder, files, spec.get("sha256"), prefix)
+            if paths[key] is None:
+                return [f"its {key} input {spec.get('file')} (sha256 {str(spec.get('sha256'))[:12]}...) is not a "
+                        f"published file"]
+    truth: dict[str, Path] = {}
+    for name, spec in sorted((inputs.get("truth") or {}).items()):
+        p = _find_by_sha(folder, files, spec.get("sha256"), "benchmarks/")
+        if p is None:
+            return [f"its truth input {name} ({spec.get('file')}) is not published under benchmarks/"]
+        truth[name] = p
+    from rxcurate.io import canonical_hash
+
+    key = canonical_hash({"definition": sha256_file(definition_path),
+                          "inputs": {k: sha256_file(p) for k, p in sorted(paths.items()) if p is not None},
+                          "truth": {k: sha256_file(p) for k, p in truth.items()}})
+    if key not in _RERUNS:
+        try:
+            _RERUNS[key] = evaluate_files(str(definition_path), paths.get("embeddings"), paths.get("metadata"),
+                                          truth or None, None, map_path=paths.get("map"))
+        except RxcurateError as exc:
+            return [f"re-run failed: {exc}"]
+    return compare_results(published, copy.deepcopy(_RERUNS[key]))
+
+
+# Re-runs are pure functions of the bytes of the definition and the inputs: within one process, validating the same
+# files again (publish validates before writing; tests validate many copies) reuses the result.
+_RERUNS: dict[str, dict[str, Any]] = {}
+
+
+def _check_benchmarks(folder: Path, release: dict[str, Any], rep: ValidationReport, rerun: bool) -> None:
+    from rxcurate.benchmarks import definition_checksum, validate_definition, validate_results
+    from rxcurate.io import read_json
+
+    files = release.get("files", {})
+    for b in release.get("benchmarks", []):
+        drel = b.get("definition")
+        defn = None
+        if not drel:
+            rep.fail("benchmarks", f"benchmarks/definitions/{b['id']}.json", "missing: results need their definition")
+        else:
+            try:
+                defn = validate_definition(read_json(folder / drel), drel)
+            except (RxcurateError, OSError, ValueError) as exc:
+                rep.add("benchmarks", drel, False, f"{drel}: {_relative(exc, folder)}")
+        for rrel in b.get("results", []):
+            try:
+                published = read_json(folder / rrel)
+                if defn is None or not rerun:  # with a re-run, compare_results validates both documents itself
+                    validate_results(published, rrel)
+            except (RxcurateError, OSError, ValueError) as exc:
+                rep.add("benchmarks", rrel, False, f"{rrel}: {_relative(exc, folder)}")
+                continue
+            if defn is None:
+                continue
+            if not rerun:
+                if published["benchmark"]["checksum"] != definition_checksum(defn):
+                    rep.fail("benchmarks", rrel, f"computed with another definition than {drel} (checksum differs)")
+                else:
+                    rep.add("benchmarks", rrel, True, f"{rrel}: schema valid (re-run skipped)")
+                continue
+            problems = rerun_result(folder, files, folder / drel, published)
+            if problems:
+                rep.fail("benchmarks", rrel, f"does not reproduce: {'; '.join(problems[:MAX_EXAMPLES])}"
+                                             + (f" (and {len(problems) - MAX_EXAMPLES} more)"
+                                                if len(problems) > MAX_EXAMPLES else ""))
+            else:
+                rep.add("benchmarks", rrel, True, f"{rrel}: re-run reproduces the published results within "
+                                                  f"tolerance {published['benchmark']['tolerance']}")
+
+
+def _check_card(folder: Path, release: dict[str, Any], metadata, shards: _Shards | None,
+                rep: ValidationReport) -> None:
+    from rxcurate.card import IMAGES_CONFIG, METADATA_CONFIG, data_hash_of, split_card
+    from rxcurate.schemas import validate
+
+    path = folder / CARD
+    if not path.is_file():
+        rep.fail("card", CARD, "missing (the dataset card)")
+        return
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        meta, body = split_card(text, ReleaseValidationError, CARD)
+        validate(meta, "card", ReleaseValidationError, f"{CARD} front matter")
+    except RxcurateError as exc:
+        rep.add("card", CARD, False, str(exc))
+        return
+    ok = True
+    actual: dict[str, int | None] = {IMAGES_CONFIG: sum(shards.rows) if shards else None,
+                                     METADATA_CONFIG: len(metadata) if metadata is not None else None}
+    for e in release.get("embeddings", []):
+        actual["embeddings-" + e["name"].replace("/", "-")] = e.get("rows")
+    for info in meta.get("dataset_info", []):
+        name = info.get("config_name")
+        for split in info.get("splits", []):
+            claimed = split.get("num_examples")
+            if name in actual and actual[name] is not None and claimed != actual[name]:
+                rep.fail("card", CARD, f"dataset_info {name}/{split.get('name')} claims {claimed:,} examples, the "
+                                       f"published files hold {actual[name]:,}")
+                ok = False
+    for cfg in meta.get("configs", []):
+        for df in cfg.get("data_files", []):
+            if not any(folder.glob(df["path"])):
+                rep.fail("card", CARD, f"config {cfg['config_name']}: data_files {df['path']!r} matches no file")
+                ok = False
+    got = data_hash_of(meta, body)
+    want = (release.get("card") or {}).get("data_hash")
+    if got != want:
+        rep.fail("card", CARD, "generated content differs from release.json card.data_hash (edited outside its prose "
+                               "blocks); regenerate it with rxcurate card")
+        ok = False
+    if ok:
+        rep.add("card", CARD, True, f"{CARD}: parses, schema valid, data hash and split sizes match")
+
+
+def _check_polaris(folder: Path, release: dict[str, Any], rep: ValidationReport, full: bool) -> None:
+    if not release.get("polaris"):
+        return
+    from rxcurate.publish.polaris import check_artifacts
+
+    problems = check_artifacts(folder, with_library=full)
+    for p in problems:
+        rel, _, msg = p.partition(": ")
+        rep.fail("polaris", rel, msg)
+    if not problems:
+        rep.add("polaris", "polaris/", True, "polaris/: artifacts consistent" + (" and load with polaris-lib" if full
+                                                                                  else ""))
+
+
+def validate_folder(folder: str | os.PathLike[str], *, full: bool = False, sample: int = DEFAULT_SAMPLE,
+                    seed: int = 0, rerun: bool = True, target: str | None = None, version: str | None = None,
+                    commit: str | None = None, checkout: bool = False) -> ValidationReport:
+    """Run every check on a release folder: a checkout of a published version (``checkout``: every file must be
+    listed in release.json) or a local release folder (only its release files are considered)."""
+    folder = Path(folder)
+    rep = ValidationReport(target or str(folder), version, commit, str(folder), full, seed)
+    if not folder.is_dir():
+        rep.fail("release.json", str(folder), "folder does not exist")
+        return rep
+    release = _check_release_json(folder, rep)
+    if release is None:
+        return rep
+    if version is not None and release.get("version") != version:
+        rep.fail("release.json", RELEASE_JSON, f"version {release.get('version')} but the tag is v{version}")
+    _check_files(folder, release, rep, checkout)
+    manifest, lock = _check_manifest(folder, release, rep)
+    shards = _read_shards(folder, release, rep)
+    metadata = None
+    if shards is not None:
+        metadata = _check_counts_and_keys(folder, release, manifest, lock, shards, rep)
+        _check_images(folder, release, shards, rep, full, sample, seed)
+    _check_card(folder, release, metadata, shards, rep)
+    wells = sorted(metadata["well_id"].astype(str).unique()) if metadata is not None else []
+    _check_embeddings(folder, release, wells, rep)
+    _check_benchmarks(folder, release, rep, rerun)
+    _check_polaris(folder, release, rep, full)
+    if not (folder / CHANGELOG).is_file():
+        rep.fail("files", CHANGELOG, "missing")
+    return rep
+
+
+# --------------------------------------------------------------------------------------------------- targets
+def fetch_version(target: str, dest: str | os.PathLike[str], *, hub: str | os.PathLike[str] | None = None,
+                  endpoint: str | None = None) -> tuple[str, str | None, str]:
+    """Check out / download ``target[@version]`` into the empty folder ``dest``. Returns (version, commit, label)."""
+    from rxcurate.publish.targets import resolve_target
+
+    t = resolve_target(target, hub, error_cls=ReleaseValidationError)
+    if t.kind == "polaris":
+        raise ReleaseValidationError(f"{target}: Polaris artifacts are validated with the dataset repository that "
+                                     f"carries them: validate local://{t.repo_id} or hf://{t.repo_id}")
+    if t.kind == "local":
+        from rxcurate.publish.local import LocalHub
+
+        lh = LocalHub(t.hub, ReleaseValidationError)
+        version = lh.resolve_version(t.repo_id, t.version or "latest")
+        lh.checkout(t.repo_id, version, dest)
+        return version, lh.commit_of(t.repo_id, version), f"local://{t.repo_id}@{version}"
+    from rxcurate.publish.hf import download_version
+
+    version, commit = download_version(t.repo_id, t.version or "latest", dest, endpoint=endpoint,
+                                       error_cls=ReleaseValidationError)
+    return version, commit, f"hf://{t.repo_id}@{version}"
+
+
+def validate(target: str, *, hub: str | os.PathLike[str] | None = None, full: bool = False,
+             sample: int = DEFAULT_SAMPLE, seed: int = 0, rerun: bool = True,
+             keep: str | os.PathLike[str] | None = None, endpoint: str | None = None) -> ValidationReport:
+    """Validate ``TARGET[@version]`` (``local://``, ``hf://``) in a fresh folder, or an existing release folder."""
+    if target and Path(target).is_dir() and "://" not in target:
+        return validate_folder(target, full=full, sample=sample, seed=seed, rerun=rerun)
+    if keep is not None:
+        dest = Path(keep)
+        if dest.exists() and any(dest.iterdir()):
+            raise ReleaseValidationError(f"--keep {dest}: folder is not empty; choose a new folder")
+        cleanup = None
+    else:
+        cleanup = tempfile.mkdtemp(prefix="rxcurate-validate-")
+        dest = Path(cleanup) / "release"
+    try:
+        version, commit, label = fetch_version(target, dest, hub=hub, endpoint=endpoint)
+        rep = validate_folder(dest, full=full, sample=sample, seed=seed, rerun=rerun, target=label,
+                              version=version, commit=commit, checkout=True)
+        if cleanup is not None:
+            rep.folder = "(temporary checkout, removed; keep one with --keep DIR)"
+        return rep
+    finally:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
