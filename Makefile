@@ -40,9 +40,12 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check rxcurate tests benchmarks
 
+HUB ?= hub
+
+# synth (unless SOURCE=) -> select -> compress -> embed -> evaluate -> card -> publish -> validate; incremental.
 release: install
-	$(BIN)/rxcurate synth --layout rxrx3 --preset demo --seed $(SEED) --out $(WORKDIR)/source
-	$(BIN)/rxcurate inspect $(WORKDIR)/source
+	$(BIN)/rxcurate release $(MANIFEST) --to $(TARGET) --hub $(HUB) --workdir $(WORKDIR) --seed $(SEED) \
+		$(if $(SOURCE),--source $(SOURCE),)
 
 clean:
 	rm -rf build

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "card",
     "publish",
     "validate",
+    "release",
 )
 
 app = typer.Typer(

@@ -1,0 +1,160 @@
+"""`rxcurate release`: the whole release, incremental and idempotent.
+
+source (given, or the built-in synthetic screen) -> select -> compress -> embed -> evaluate -> card -> publish ->
+validate. Each stage skips itself when its inputs are unchanged (select: selection hash; compress and embed: their
+own checkpoints and checksums; evaluate: input sha256 in the results' provenance; card: rewrites nothing when
+unchanged; publish: same content is a no-op), so a second run with nothing changed does no work and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rxcurate.io import sha256_file
+from rxcurate.progress import log
+
+TRUTH_FILES = {
+    "gene-gene-recall": {"relationships": "relationships.csv"},
+    "compound-gene-activity": {"compound_gene_interactions": "compound_gene_interactions.csv"},
+}
+
+
+@dataclass
+class ReleaseSummary:
+    version: str
+    data_version: str
+    target: str
+    commit: str | None
+    status: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    validation_ok: bool | None = None
+
+
+def synthetic_source(layout: str, preset: str, seed: int, root: Path) -> tuple[Path, str]:
+    """The built-in synthetic screen, generated once and reused while its synth.json matches."""
+    from rxcurate.synth import generate
+
+    out = root / f"{layout}-{preset}-seed{seed}"
+    stamp = out / "synth.json"
+    if stamp.is_file():
+        info = json.loads(stamp.read_text())
+        if (info.get("layout"), info.get("preset"), info.get("seed")) == (layout, preset, seed):
+            return out, "up to date"
+    generate(out, layout=layout, preset=preset, seed=seed, overwrite=True)
+    return out, "generated"
+
+
+def _results_current(path: Path, emb: Path, meta: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        inputs = json.loads(path.read_text())["provenance"]["inputs"]
+        return (inputs["embeddings"]["sha256"] == sha256_file(emb)
+                and inputs["metadata"]["sha256"] == sha256_file(meta))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def run_release(
+    manifest_path: Path,
+    *,
+    source: Path | None = None,
+    target: str = "local",
+    hub: Path | None = None,
+    workdir: Path | None = None,
+    synth_preset: str = "demo",
+    seed: int = 0,
+    workers: int | None = None,
+    validate: bool = True,
+) -> ReleaseSummary:
+    from rxcurate.benchmarks import evaluate_files
+    from rxcurate.commands.embed import manifest_jobs
+    from rxcurate.compress import compress
+    from rxcurate.embed import run_embed
+    from rxcurate.encoders import encoder_dirname
+    from rxcurate.manifest import load_manifest
+    from rxcurate.publish import publish
+    from rxcurate.release import assemble
+    from rxcurate.select import read_lockfile, select
+
+    m = load_manifest(manifest_path)
+    folder = m.resolve_workdir(workdir)
+    status: dict[str, str] = {}
+    if source is None:
+        source, status["source"] = synthetic_source(m.layout, synth_preset, seed, Path("build") / "sources")
+        log(f"source: synthetic {m.layout}/{synth_preset} seed {seed} at {source} ({status['source']})")
+    else:
+        status["source"] = "given"
+
+    lock_ok = False
+    if (folder / "lockfile.parquet").is_file():
+        try:
+            lock = read_lockfile(folder)
+            lock_ok = lock.info.get("selection_hash") == m.selection_hash() and Path(
+                str(lock.info.get("source_root", source))).resolve() == Path(source).resolve()
+        except Exception:  # noqa: BLE001 - any unreadable lockfile means: select again
+            lock_ok = False
+    if lock_ok:
+        status["select"] = "up to date"
+    else:
+        select(m, source=source, workdir=folder)
+        status["select"] = "done"
+    log(f"select: {status['select']}")
+
+    res = compress(m, source=source, workdir=folder, workers=workers or min(os.cpu_count() or 1, 8))
+    status["compress"] = "up to date" if res.up_to_date else "done"
+    log(f"compress: {status['compress']}")
+
+    emb_paths: list[Path] = []
+    for job in manifest_jobs(manifest_path, 256) if m.embeddings else []:
+        emb_paths.extend(run_embed(folder, **job, device="auto"))
+    status["embed"] = f"{len(emb_paths)} embedding set(s)"
+    log(f"embed: {status['embed']}")
+
+    results: dict[str, Any] = {}
+    meta = folder / "metadata.parquet"
+    evaluated = 0
+    if m.embeddings:
+        name = encoder_dirname(m.embeddings[0]["encoder"])
+        emb = folder / "embeddings" / name / "embeddings.parquet"
+        for bid in m.benchmarks:
+            truth = {k: Path(source) / "truth" / f for k, f in TRUTH_FILES.get(bid, {}).items()}
+            if any(not p.is_file() for p in truth.values()):
+                log(f"evaluate: {bid} skipped (no truth file in {Path(source) / 'truth'})")
+                continue
+            out = folder / "benchmarks" / "results" / name / f"{bid}.json"
+            if not _results_current(out, emb, meta):
+                evaluate_files(bid, emb, meta, truth or None, out)
+                evaluated += 1
+            results[bid] = json.loads(out.read_text()).get("metrics")
+    status["evaluate"] = f"{evaluated} evaluated, {len(results) - evaluated} up to date"
+    log(f"evaluate: {status['evaluate']}")
+
+    asm = assemble(m, folder)
+    status["card"] = asm.status
+    log(f"card: {asm.status}")
+
+    pub = publish(folder, target, hub=hub)
+    status["publish"] = str(pub.get("status", pub))
+    log(f"publish: {status['publish']}")
+
+    summary = ReleaseSummary(version=asm.version, data_version=asm.data_version,
+                             target=str(pub.get("target", target)), commit=pub.get("commit"), status=status,
+                             results=results)
+    summary.sizes = {"files": asm.files,
+                     "bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()
+                                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))}
+    if validate:
+        from rxcurate.validate import validate as run_validate
+
+        where = summary.target if "://" in summary.target else str(folder)
+        report = run_validate(f"{where}@{asm.version}" if "://" in where else where, hub=hub)
+        summary.validation_ok = report.ok
+        status["validate"] = "passed" if report.ok else f"FAILED: {report.failures[:3]}"
+        log(f"validate: {status['validate']}")
+    return summary
