@@ -186,3 +186,26 @@ def test_credentials_from_environment(monkeypatch, tmp_path):
 def test_polaris_real_hub(release):  # pragma: no cover - needs network and credentials
     res = pol.publish_polaris(release, os.environ["RXCURATE_POLARIS_TEST_OWNER"], "rxcurate-test")
     assert res.status in ("upload-unsupported", "uploaded")
+
+
+def test_artifacts_are_byte_identical_across_python_hash_seeds(tmp_path):
+    """polaris-lib serialises sets in hash order; a release must not change with PYTHONHASHSEED."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, pandas as pd\n"
+        "from rxcurate.publish import polaris as pol\n"
+        "pairs = pd.DataFrame({'treatment': ['A', 'A', 'A', 'B', 'B', 'B'],\n"
+        "                      'gene_symbol': ['g1', 'g2', 'g3', 'g1', 'g2', 'g3'],\n"
+        "                      'active': [True, False, False, False, True, False]})\n"
+        "pol.build_artifacts(sys.argv[1], pairs, name='hashseed', description='d', license=None, provenance={})\n"
+    )
+    digests = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / seed
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        r = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        digests.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix == ".json"})
+    assert digests[0] == digests[1] == digests[2]

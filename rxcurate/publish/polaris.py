@@ -110,10 +110,24 @@ def activity_pairs(truth: pd.DataFrame, compounds: list[str], genes: list[str], 
 
 
 # --------------------------------------------------------------------------------------------------- build
+def _canonical_order(obj: Any, key: str = "") -> Any:
+    """polaris-lib serialises sets (columns, metrics) in hash-seed order; sort them so artifacts are byte-stable."""
+    if isinstance(obj, dict):
+        return {k: _canonical_order(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        items = [_canonical_order(v) for v in obj]
+        if items and all(isinstance(v, str) for v in items):
+            return sorted(items)
+        if key == "metrics":
+            return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
+        return items
+    return obj
+
+
 def _relativise(dest: Path, dataset_json: str) -> None:
     """Replace the absolute paths polaris-lib wrote with names relative to ``dest``."""
     bench = dest / BENCHMARK_JSON
-    doc = json.loads(bench.read_text(encoding="utf-8"))
+    doc = _canonical_order(json.loads(bench.read_text(encoding="utf-8")))
     doc["dataset"] = dataset_json
     bench.write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n", encoding="utf-8")
     ds = dest / dataset_json
