@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rxcurate.errors import PublishError, RxcurateError
 from rxcurate.io import sha256_file
 from rxcurate.progress import log
 
@@ -60,6 +61,31 @@ def _results_current(path: Path, emb: Path, meta: Path) -> bool:
         return False
 
 
+def check_version_bump(m: Any, target: str, hub: Path | None) -> None:
+    """Refuse early (before any work) when ``target`` already holds the manifest's version with a different
+    selection or transform: such a change needs a new version. Only local targets are checked here; publishing
+    checks every target again."""
+    from rxcurate.publish.local import LocalHub, bump_patch
+    from rxcurate.publish.targets import resolve_target
+    from rxcurate.release import repo_id_of
+
+    t = resolve_target(target, hub, default_repo_id=repo_id_of(m))
+    if t.kind != "local" or not LocalHub(t.hub).exists(t.repo_id):
+        return
+    lh = LocalHub(t.hub)
+    if m.version not in lh.list_versions(t.repo_id):
+        return
+    try:
+        published = json.loads(lh.read_file(t.repo_id, m.version, "release.json"))
+    except (RxcurateError, ValueError):
+        return
+    if published.get("manifest_hash") not in (None, m.manifest_hash()):
+        raise PublishError(
+            f"{t.repo_id}@{m.version} is already published with a different selection or transform; published "
+            f"versions never change: bump `version:` in {m.path.name} (e.g. {bump_patch(m.version)}) to publish the "
+            "change alongside it, or restore the published settings")
+
+
 def run_release(
     manifest_path: Path,
     *,
@@ -73,6 +99,7 @@ def run_release(
     validate: bool = True,
 ) -> ReleaseSummary:
     from rxcurate.benchmarks import evaluate_files
+    from rxcurate.benchmarks.runner import headline
     from rxcurate.commands.embed import manifest_jobs
     from rxcurate.compress import compress
     from rxcurate.embed import run_embed
@@ -84,6 +111,7 @@ def run_release(
 
     m = load_manifest(manifest_path)
     folder = m.resolve_workdir(workdir)
+    check_version_bump(m, target, hub)
     status: dict[str, str] = {}
     if source is None:
         source, status["source"] = synthetic_source(m.layout, synth_preset, seed, Path("build") / "sources")
@@ -131,7 +159,7 @@ def run_release(
             if not _results_current(out, emb, meta):
                 evaluate_files(bid, emb, meta, truth or None, out)
                 evaluated += 1
-            results[bid] = json.loads(out.read_text()).get("metrics")
+            results[bid] = headline(json.loads(out.read_text()))
     status["evaluate"] = f"{evaluated} evaluated, {len(results) - evaluated} up to date"
     log(f"evaluate: {status['evaluate']}")
 

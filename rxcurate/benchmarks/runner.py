@@ -149,6 +149,20 @@ def _finish(defn: dict[str, Any], metrics: dict[str, Any], inputs: dict[str, Any
     return results
 
 
+def headline(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline metrics of a results object: its summary entries matching its definition's ``metrics``
+    patterns (e.g. ``max/auc_roc/mean`` for compound-gene-activity), in the order of the patterns."""
+    try:
+        patterns = load_definition(results["benchmark"]["id"])["metrics"]
+    except (BenchmarkError, KeyError, TypeError):
+        patterns = ["*"]
+    summary = results.get("summary") or {}
+    out: dict[str, Any] = {}
+    for pattern in patterns:
+        out.update({k: summary[k] for k in sorted(summary) if k not in out and fnmatch.fnmatchcase(k, pattern)})
+    return out
+
+
 def validate_results(results: Any, what: str = "benchmark results") -> None:
     """Schema-check a results object (raises BenchmarkError naming the field)."""
     validate(results, "results", BenchmarkError, what)

@@ -39,7 +39,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"published   {s.target}  commit {s.commit}")
             typer.echo(f"size        {s.sizes.get('bytes', 0) / 1e6:,.1f} MB in {s.sizes.get('files')} files")
             for bid, metrics in s.results.items():
-                typer.echo(f"benchmark   {bid}: {json.dumps(metrics, sort_keys=True)[:200]}")
+                items = list(metrics.items())
+                shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in items[:4])
+                more = f" (+{len(items) - 4} more in the results file)" if len(items) > 4 else ""
+                typer.echo(f"benchmark   {bid}: {shown}{more}")
             typer.echo("stages      " + ", ".join(f"{k}: {v}" for k, v in s.status.items()))
             up = all(v in ("up to date", "given", "passed") or v.startswith("0 evaluated") or v == "unchanged"
                      or "embedding set" in v for v in s.status.values())

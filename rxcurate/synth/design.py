@@ -97,8 +97,8 @@ def rxrx3_design(preset: Rxrx3Preset, seed: int) -> Design:
         b = np.arange(p.n_known_genes, n_genes)
         joins = rng.random(len(b)) < 0.5
         gene_module[b[joins]] = rng.integers(0, p.n_modules, size=int(joins.sum()))
-    strength = rng.uniform(1.3, 1.9, size=n_genes)
-    private = rng.normal(size=(n_genes, N_LATENT)) * 0.35
+    strength = rng.uniform(1.5, 2.1, size=n_genes)
+    private = rng.normal(size=(n_genes, N_LATENT)) * 0.07
     gene_pheno = np.zeros((n_genes, N_LATENT))
     has = gene_module >= 0
     gene_pheno[has] = strength[has, None] * _unit(module_dirs[gene_module[has]] + private[has])
@@ -109,7 +109,7 @@ def rxrx3_design(preset: Rxrx3Preset, seed: int) -> Design:
     cpd_names = np.array([f"CMPD-{i + 1:04d}" for i in range(n_cpd)])
     smiles = _fake_smiles(rng, n_cpd)
     is_active = rng.random(n_cpd) < 0.7
-    tox_ic50 = np.exp(rng.uniform(np.log(3000), np.log(100000), size=n_cpd))
+    tox_ic50 = np.exp(rng.uniform(np.log(5000), np.log(200000), size=n_cpd))
     truth_rows: list[tuple[str, float, str, str, str]] = []
     targets: list[list[tuple[int, float]]] = []
     measure = np.array(["IC50", "Ki", "Kd", "EC50"])
@@ -117,7 +117,7 @@ def rxrx3_design(preset: Rxrx3Preset, seed: int) -> Design:
     for c in range(n_cpd):
         tg: list[tuple[int, float]] = []
         if is_active[c] and len(active_genes):
-            k = int(rng.integers(1, 4))
+            k = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))  # mostly selective compounds
             genes = rng.choice(active_genes, size=min(k, len(active_genes)), replace=False)
             for j, g in enumerate(genes):
                 lo, hi = (10, 800) if j == 0 else (50, 8000)  # later targets may fall into the grey zone
@@ -187,7 +187,7 @@ def rxrx3_design(preset: Rxrx3Preset, seed: int) -> Design:
     for c in range(n_cpd):
         for g, nm in targets[c]:
             cpd_pheno[c] += _hill(conc * 1000.0, nm)[:, None] * gene_pheno[g][None, :]
-        cpd_pheno[c] += 1.3 * _hill(conc * 1000.0, tox_ic50[c])[:, None] * TOX_DIRECTION[None, :]
+        cpd_pheno[c] += 1.0 * _hill(conc * 1000.0, tox_ic50[c])[:, None] * TOX_DIRECTION[None, :]
     for e, cpds in enumerate(cpd_chunks):
         exp = f"compound-{e + 1:03d}"
         unit_c = np.repeat(cpds, len(conc))
