@@ -26,6 +26,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "publish",
     "validate",
     "release",
+    "pull",
+    "submit",
+    "leaderboard",
 )
 
 app = typer.Typer(
@@ -33,7 +36,8 @@ app = typer.Typer(
     help=(
         "Curate and publish high-content-screening microscopy datasets: synthesise or inspect a source "
         "screen, select a core subset with a manifest, compress it into Parquet shards, embed, benchmark, "
-        "publish and validate."
+        "publish and validate; pull a published version, submit embeddings to its benchmarks and read the "
+        "leaderboard."
     ),
     no_args_is_help=True,
     add_completion=False,

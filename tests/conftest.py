@@ -33,3 +33,19 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip("../shared/realdata is absent (only CI and developer machines have it)")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def built(tiny_rxrx3, tmp_path_factory) -> tuple[Path, Path]:
+    """(manifest, release folder) of the tiny release built once with the real stages (tests/release_fixture.py)."""
+    from release_fixture import build_release
+
+    return build_release(tiny_rxrx3, tmp_path_factory.mktemp("tiny-release"))
+
+
+@pytest.fixture
+def release(built, tmp_path) -> Path:
+    """A private copy of the tiny release folder (tests may modify it)."""
+    from release_fixture import copy_release
+
+    return copy_release(built[1], tmp_path / "release")

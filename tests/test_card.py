@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from release_fixture import PROSE, build_release, copy_release, write_manifest
+from release_fixture import PROSE, write_manifest
 from typer.testing import CliRunner
 
 from rxcurate.card import card_data_hash, card_prose_hash, split_card
@@ -26,16 +26,6 @@ from rxcurate.release import (
 from rxcurate.schemas import validate as schema_validate
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def built(tiny_rxrx3, tmp_path_factory):
-    return build_release(tiny_rxrx3, tmp_path_factory.mktemp("tiny-release"))
-
-
-@pytest.fixture
-def release(built, tmp_path) -> Path:
-    return copy_release(built[1], tmp_path / "release")
 
 
 def _release(folder: Path) -> dict:

@@ -6,25 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from release_fixture import build_release, copy_release
 
 from rxcurate.errors import PublishError
 from rxcurate.publish import polaris as pol
-
-
-@pytest.fixture(scope="session")
-def built(tiny_rxrx3, tmp_path_factory):
-    return build_release(tiny_rxrx3, tmp_path_factory.mktemp("tiny-release"))
-
-
-@pytest.fixture
-def release(built, tmp_path) -> Path:
-    return copy_release(built[1], tmp_path / "release")
 
 
 def _truth() -> pd.DataFrame:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from release_fixture import REPO_ID, build_release, copy_release, write_manifest
+from release_fixture import REPO_ID, write_manifest
 from typer.testing import CliRunner
 
 from rxcurate.cli import app
@@ -21,16 +21,6 @@ from rxcurate.publish.targets import parse_target, semver_key
 from rxcurate.release import release_files
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def built(tiny_rxrx3, tmp_path_factory):
-    return build_release(tiny_rxrx3, tmp_path_factory.mktemp("tiny-release"))
-
-
-@pytest.fixture
-def release(built, tmp_path) -> Path:
-    return copy_release(built[1], tmp_path / "release")
 
 
 def _git(repo: Path, *args: str) -> str:

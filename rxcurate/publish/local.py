@@ -1,8 +1,8 @@
 """The local hub: datasets as bare git repositories on disk (``HUB/datasets/<org>/<name>``), the layout ``olah``
 serves over the Hub's HTTP read API.
 
-A version is one commit whose tree is the release folder (plus the repository's ``leaderboard/``, carried forward
-from ``main``) and an annotated tag ``v<version>``. Publishing writes the release's objects into the repository
+A version is one commit whose tree is the release folder and an annotated tag ``v<version>``; accepted leaderboard
+submissions live on a separate ``leaderboard`` branch (``rxcurate submit``), so publishing never touches them. Publishing writes the release's objects into the repository
 (unreferenced, hence invisible), then moves ``refs/heads/main`` and creates the tag in one ``git update-ref``
 transaction, with the old value of ``main`` checked: both refs change or neither does, exactly as an atomic push
 (``git push --atomic``) does on the receiving side. A crash leaves at most unreferenced objects, never a half
@@ -191,6 +191,30 @@ class LocalHub:
             raise self.error_cls(f"local://{repo_id}@{rev.rsplit('/v', 1)[-1]} has no file {rel!r}; list the files "
                                  f"with LocalHub.list_files (e.g. release.json, README.md)")
         return proc.stdout
+
+    def copy_file(self, repo_id: str, version: str, relpath: str, dest: str | os.PathLike[str]) -> None:
+        """Stream one file of a version into ``dest`` (overwritten) without holding it in memory."""
+        repo = self._require(repo_id)
+        rel = check_relpath(relpath, self.error_cls)
+        rev = self._rev(repo_id, version)
+        with open(dest, "wb") as out:
+            proc = subprocess.run(["git", f"--git-dir={repo}", "cat-file", "blob", f"{rev}:{rel}"], stdout=out,
+                                  stderr=subprocess.PIPE, env=self._env())
+        if proc.returncode != 0:
+            raise self.error_cls(f"local://{repo_id}@{rev.rsplit('/v', 1)[-1]} has no file {rel!r}")
+
+    def list_branch_files(self, repo_id: str, branch: str, prefix: str = "") -> list[str]:
+        """Paths of the files on ``branch`` under ``prefix`` (empty when the branch does not exist)."""
+        repo = self._require(repo_id)
+        if self.head(repo_id, branch) is None:
+            return []
+        out = self._git(repo, "ls-tree", "-r", "-z", "--name-only", "--full-tree", f"refs/heads/{branch}").stdout
+        return sorted(p for p in out.decode("utf-8").split("\0") if p and p.startswith(prefix))
+
+    def read_branch_file(self, repo_id: str, branch: str, relpath: str) -> bytes | None:
+        """The bytes of one file on ``branch``, or None when absent."""
+        repo = self._require(repo_id)
+        return self._blob(repo, f"refs/heads/{branch}", check_relpath(relpath, self.error_cls))
 
     def checkout(self, repo_id: str, version: str, dest: str | os.PathLike[str]) -> Path:
         """Write the tree of a version into ``dest`` (created; must be absent or empty). Returns ``dest``."""

@@ -1,0 +1,442 @@
+"""Pull a pinned version of a published release into a verified, versioned cache; load its parts.
+
+The cache lives in ``$RXCURATE_CACHE`` (else ``~/.cache/rxcurate``), one folder per target and concrete version:
+``CACHE/<kind>/<org>/<name>/<version>/`` holding the release's files at their repository paths plus
+``.rxcurate-cache.json`` (the commit and, per file, the sha256 it was verified against and the size/mtime it had).
+Every fetched file is checked against the version's ``release.json`` (sha256 and size; the card by its data hash)
+before it is moved into place, so the cache never holds an unverified file. A second pull trusts a cached file
+whose size and mtime are unchanged since it was verified (instant); any other cached file is re-hashed, and a
+corrupted one is re-fetched (and reported). ``verify=True`` re-hashes every cached file.
+
+Parts: ``images`` (``data/*.parquet``), ``metadata``, ``embeddings`` or ``embeddings/<name>``, ``benchmarks``,
+``card`` (README.md, CHANGELOG.md), ``lockfile``, ``polaris``, or ``all``. ``release.json`` always comes along.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rxcurate.errors import PullError
+from rxcurate.io import atomic_path, atomic_write_json, sha256_file
+from rxcurate.progress import log, progress
+from rxcurate.publish.targets import Target, parse_version, resolve_target
+
+RELEASE_JSON = "release.json"
+CARD = "README.md"
+CACHE_RECORD = ".rxcurate-cache.json"
+PARTS = ("images", "metadata", "embeddings", "benchmarks", "card", "lockfile", "polaris")
+LOAD_PARTS = ("images", "metadata", "embeddings/<name>")
+
+
+# --------------------------------------------------------------------------------------------------- sources
+class _LocalSource:
+    """A version of a ``local://`` repository (bare git repo in the hub folder)."""
+
+    def __init__(self, t: Target) -> None:
+        from rxcurate.publish.local import LocalHub
+
+        self.hub = LocalHub(t.hub, PullError)
+        self.repo_id = t.repo_id
+        self.label = f"local://{t.repo_id}"
+        self.version = self.hub.resolve_version(t.repo_id, t.version or "latest")
+        self.commit = self.hub.commit_of(t.repo_id, self.version)
+
+    def read(self, rel: str) -> bytes:
+        return self.hub.read_file(self.repo_id, self.version, rel)
+
+    def copy(self, rel: str, dest: Path) -> None:
+        self.hub.copy_file(self.repo_id, self.version, rel, dest)
+
+
+class _HfSource:
+    """A version of an ``hf://`` dataset repository, pinned to the commit its tag points at."""
+
+    def __init__(self, t: Target, endpoint: str | None) -> None:
+        from huggingface_hub import HfApi
+
+        from rxcurate.publish.hf import _errors, _http_message, _tags, get_token, versions_of
+        from rxcurate.publish.targets import version_tag
+
+        self.repo_id = t.repo_id
+        self.label = f"hf://{t.repo_id}"
+        self.api = HfApi(endpoint=endpoint, token=get_token())
+        http_error, not_found, _ = _errors()
+        try:
+            tags, _ = _tags(self.api, t.repo_id)
+        except not_found:
+            raise PullError(f"{self.label} does not exist (or is private and no token is set: HF_TOKEN); check "
+                            f"the name (e.g. hf://recursionpharma/rxrx3-core)") from None
+        except http_error as exc:
+            raise PullError(f"{self.label}: cannot list its versions ({_http_message(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - network errors (offline, DNS) of the HTTP client
+            raise PullError(f"{self.label}: the Hub is unreachable ({type(exc).__name__}); check the network or "
+                            f"HF_ENDPOINT") from None
+        versions = versions_of(tags)
+        if t.version in (None, "latest"):
+            if not versions:
+                raise PullError(f"{self.label} has no published version (no v<semver> tag)")
+            self.version = versions[-1]
+        else:
+            self.version = t.version
+        if version_tag(self.version) not in tags:
+            raise PullError(f"{self.label} has no version {self.version} (published: {', '.join(versions) or 'none'});"
+                            f" use one of them or @latest")
+        self.commit = tags[version_tag(self.version)]
+
+    def copy(self, rel: str, dest: Path) -> None:
+        from huggingface_hub import hf_hub_download
+
+        from rxcurate.publish.hf import REPO_TYPE, _errors, _http_message
+
+        http_error, _, _ = _errors()
+        with tempfile.TemporaryDirectory(prefix=".rxcurate-dl-", dir=dest.parent) as tmp:
+            try:
+                got = hf_hub_download(self.repo_id, rel, repo_type=REPO_TYPE, revision=self.commit, local_dir=tmp,
+                                      token=self.api.token, endpoint=self.api.endpoint)
+            except http_error as exc:
+                raise PullError(f"{self.label}@{self.version}: cannot download {rel} ({_http_message(exc)})") from None
+            shutil.move(got, dest)
+
+    def read(self, rel: str) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="rxcurate-dl-") as tmp:
+            p = Path(tmp) / "file"
+            self.copy(rel, p)
+            return p.read_bytes()
+
+
+def open_source(target: str | Target, *, hub: str | os.PathLike[str] | None = None,
+                endpoint: str | None = None) -> _LocalSource | _HfSource:
+    """Resolve ``TARGET[@VERSION]`` to a concrete published version (``latest`` -> the newest tag)."""
+    t = target if isinstance(target, Target) else resolve_target(target, hub, error_cls=PullError)
+    if t.kind == "local":
+        return _LocalSource(t)
+    if t.kind == "hf":
+        return _HfSource(t, endpoint)
+    raise PullError(f"{t}: Polaris artifacts ship inside the dataset repository: pull local://{t.repo_id} or "
+                    f"hf://{t.repo_id} with --parts polaris")
+
+
+# --------------------------------------------------------------------------------------------------- parts
+def cache_root(cache: str | os.PathLike[str] | None = None) -> Path:
+    """``cache`` if given, else ``$RXCURATE_CACHE``, else ``~/.cache/rxcurate``."""
+    if cache is not None:
+        return Path(cache)
+    env = os.environ.get("RXCURATE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "rxcurate"
+
+
+def embedding_names(release: dict[str, Any]) -> list[str]:
+    return sorted(str(e.get("name")) for e in release.get("embeddings", []) or [])
+
+
+def available_parts(release: dict[str, Any]) -> list[str]:
+    """The parts a version offers (``embeddings/<name>`` per embedding set)."""
+    files = release.get("files", {}) or {}
+    out = [p for p in PARTS if p == "card" or part_files(release, p, files)]
+    return out + [f"embeddings/{n}" for n in embedding_names(release)]
+
+
+def part_files(release: dict[str, Any], part: str, files: dict[str, Any] | None = None) -> list[str]:
+    """The repository paths a part consists of (``release.json`` not included)."""
+    files = (release.get("files") or {}) if files is None else files
+    if part == "images":
+        return sorted(f for f in files if f.startswith("data/") and f.endswith(".parquet"))
+    if part == "metadata":
+        return sorted(f for f in files if f in ("metadata.csv", "metadata.parquet"))
+    if part == "embeddings":
+        return sorted(f for f in files if f.startswith("embeddings/"))
+    if part.startswith("embeddings/"):
+        name = part.split("/", 1)[1].strip("/")
+        return sorted(f for f in files if f.startswith(f"embeddings/{name}/"))
+    if part == "benchmarks":
+        return sorted(f for f in files if f.startswith("benchmarks/"))
+    if part == "card":
+        return [CARD] + sorted(f for f in files if f == "CHANGELOG.md")
+    if part == "lockfile":
+        return sorted(f for f in files if f == "lockfile.parquet")
+    if part == "polaris":
+        return sorted(f for f in files if f.startswith("polaris/"))
+    return []
+
+
+def parse_parts(parts: str | Sequence[str] | None) -> list[str]:
+    """``"images,metadata"`` / a list / None (= all) -> a de-duplicated list of part names."""
+    if parts is None:
+        return ["all"]
+    items = parts.split(",") if isinstance(parts, str) else list(parts)
+    out = [p.strip().strip("/") for p in items if p and p.strip()]
+    if not out:
+        raise PullError(f"--parts is empty: give a comma-separated list such as images,metadata (parts: "
+                        f"{', '.join(PARTS)}, embeddings/<name>, all)")
+    return list(dict.fromkeys(out))
+
+
+def select_files(release: dict[str, Any], parts: Sequence[str], label: str) -> list[str]:
+    """The files of the requested parts; unknown parts raise :class:`PullError` listing what the version has."""
+    have = available_parts(release)
+    wanted: set[str] = set()
+    for p in parts:
+        if p == "all":
+            for q in PARTS:
+                wanted.update(part_files(release, q))
+            continue
+        names = part_files(release, p)
+        if not names:
+            raise PullError(f"{label} has no part {p!r}; parts of this version: {', '.join(have)} (or all), e.g. "
+                            f"--parts images,metadata")
+        wanted.update(names)
+    return sorted(wanted)
+
+
+# --------------------------------------------------------------------------------------------------- cache
+@dataclass
+class PullResult:
+    """Outcome of a pull: where the verified files are, and what was fetched, reused or repaired."""
+
+    target: str  # e.g. local://org/name@1.0.0 (the concrete version)
+    version: str
+    commit: str
+    folder: Path  # the cache folder of this version (or --dest)
+    files: list[str]
+    fetched: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # corrupted cache files, re-fetched
+    release: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def path(self, rel: str) -> Path:
+        return self.folder / rel
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "version": self.version, "commit": self.commit, "folder": str(self.folder),
+                "files": self.files, "fetched": self.fetched, "cached": self.cached, "repaired": self.repaired}
+
+
+def version_cache(root: Path, kind: str, repo_id: str, version: str) -> Path:
+    return root / kind / repo_id / version
+
+
+def _read_record(folder: Path, commit: str) -> dict[str, Any]:
+    try:
+        rec = json.loads((folder / CACHE_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(rec, dict) or rec.get("commit") != commit or not isinstance(rec.get("files"), dict):
+        return {}  # another commit under this version (never for a published version): trust nothing
+    return rec["files"]
+
+
+def _stamp(path: Path, sha: str) -> dict[str, Any]:
+    st = path.stat()
+    return {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _expected(release: dict[str, Any], rel: str) -> tuple[str | None, int | None]:
+    spec = (release.get("files") or {}).get(rel) or {}
+    return spec.get("sha256"), spec.get("size")
+
+
+def _verify(release: dict[str, Any], rel: str, path: Path) -> str | None:
+    """The file's sha256 if it is the published content, else None."""
+    if rel == CARD:
+        from rxcurate.card import card_data_hash
+
+        try:
+            ok = card_data_hash(path.read_text(encoding="utf-8"), PullError) == (release.get("card") or {}).get(
+                "data_hash")
+        except (PullError, UnicodeDecodeError):
+            return None
+        return sha256_file(path) if ok else None
+    sha, size = _expected(release, rel)
+    if sha is None or path.stat().st_size != size:
+        return None
+    got = sha256_file(path)
+    return got if got == sha else None
+
+
+def _fresh(record: dict[str, Any], release: dict[str, Any], rel: str, path: Path, verify: bool) -> bool | None:
+    """True: the cached file is the published one; False: corrupted; None: not cached."""
+    if not path.is_file():
+        return None
+    rec = record.get(rel)
+    sha, _ = _expected(release, rel)
+    if not verify and isinstance(rec, dict) and (rec.get("sha256") == sha or rel == CARD):
+        st = path.stat()
+        if st.st_size == rec.get("size") and st.st_mtime_ns == rec.get("mtime_ns"):
+            return True
+    return _verify(release, rel, path) is not None
+
+
+def _fetch(source, release: dict[str, Any], rel: str, dest: Path) -> str:
+    """Fetch one file into ``dest`` atomically after verifying it; returns its sha256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        source.copy(rel, tmp)
+        sha = _verify(release, rel, tmp)
+        if sha is None:
+            raise PullError(f"{source.label}@{source.version}: {rel} does not match its sha256 in release.json "
+                            f"(corrupt on the server or in transit); nothing was written; retry, and report it to "
+                            f"the publisher if it persists")
+    return sha
+
+
+def read_release(source) -> dict[str, Any]:
+    try:
+        doc = json.loads(source.read(RELEASE_JSON))
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
+        raise PullError(f"{source.label}@{source.version}: release.json is missing or malformed; this version was not "
+                        f"published by rxcurate (validate it with rxcurate validate)")
+    return doc
+
+
+def pull(target: str, parts: str | Sequence[str] | None = None, *, dest: str | os.PathLike[str] | None = None,
+         hub: str | os.PathLike[str] | None = None, cache: str | os.PathLike[str] | None = None,
+         endpoint: str | None = None, verify: bool = False) -> PullResult:
+    """Fetch the ``parts`` of ``TARGET[@VERSION]`` into the cache (verified against release.json); with ``dest``,
+    also copy them there. ``@latest`` (or no version) resolves to the newest published version."""
+    names = parse_parts(parts)
+    source = open_source(target, hub=hub, endpoint=endpoint)
+    label = f"{source.label}@{source.version}"
+    release = read_release(source)
+    wanted = select_files(release, names, label)
+    t = resolve_target(target, hub, error_cls=PullError)
+    folder = version_cache(cache_root(cache), t.kind, t.repo_id, source.version)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = _read_record(folder, source.commit)
+    result = PullResult(label, source.version, source.commit, folder, [RELEASE_JSON, *wanted], release=release)
+    rel_text = json.dumps(release, sort_keys=True, indent=2) + "\n"
+    if not (folder / RELEASE_JSON).is_file() or (folder / RELEASE_JSON).read_text() != rel_text:
+        with atomic_path(folder / RELEASE_JSON) as tmp:
+            tmp.write_text(rel_text)
+    with progress(len(wanted), f"pull {label}", "files") as advance:
+        for rel in wanted:
+            path = folder / rel
+            state = _fresh(record, release, rel, path, verify)
+            if state:
+                result.cached.append(rel)
+                if rel not in record or verify:
+                    record[rel] = _stamp(path, sha256_file(path))
+            else:
+                if state is False:
+                    log(f"cache: {path} is corrupted (sha256 differs from release.json): re-fetching it")
+                    result.repaired.append(rel)
+                record[rel] = _stamp(path, _fetch(source, release, rel, path))
+                result.fetched.append(rel)
+            advance(1)
+    atomic_write_json(folder / CACHE_RECORD, {"commit": source.commit, "target": label, "files": record})
+    if dest is not None:
+        result.folder = copy_out(folder, Path(dest), result.files)
+    return result
+
+
+def copy_out(folder: Path, dest: Path, files: Iterable[str]) -> Path:
+    """Copy verified cache files to ``dest`` (same relative paths); files already equal are left alone."""
+    for rel in files:
+        src, out = folder / rel, dest / rel
+        if out.is_file() and out.stat().st_size == src.stat().st_size and sha256_file(out) == sha256_file(src):
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            shutil.copyfile(src, tmp)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------------- load
+def _target_with_version(target: str, version: str | None, hub) -> str:
+    t = resolve_target(target, hub, error_cls=PullError)
+    if version is None:
+        return target
+    v = parse_version(str(version), PullError)
+    if t.version not in (None, v):
+        raise PullError(f"{target}: the target pins @{t.version} but version={version!r} was given; give one of them")
+    return str(t.with_version(v))
+
+
+def _iter_shards(source, release: dict[str, Any], folder: Path, record_lock: dict[str, Any],
+                 shards: list[str]) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    for rel in shards:
+        path = folder / rel
+        if not _fresh(record_lock, release, rel, path, False):
+            _fetch(source, release, rel, path)
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=256):
+            yield from batch.to_pylist()
+
+
+def load(target: str, version: str | None = None, part: str = "images", *, streaming: bool = False,
+         hub: str | os.PathLike[str] | None = None, cache: str | os.PathLike[str] | None = None,
+         endpoint: str | None = None) -> Any:
+    """Load one part of a published version.
+
+    - ``images``: a ``datasets.Dataset`` (``__key__``, ``jp2`` decoded to uint8 numpy arrays); with
+      ``streaming=True`` a ``datasets.IterableDataset`` that fetches (and verifies) one shard at a time;
+    - ``metadata``: a pandas DataFrame of ``metadata.parquet``;
+    - ``embeddings/<name>`` (or ``embeddings`` when the version has a single set): a pandas DataFrame.
+    """
+    import pandas as pd
+
+    full = _target_with_version(target, version, hub)
+    p = part.strip().strip("/")
+    if p == "images":
+        if streaming:
+            return _stream_images(full, hub=hub, cache=cache, endpoint=endpoint)
+        res = pull(full, ["images"], hub=hub, cache=cache, endpoint=endpoint)
+        import datasets
+
+        from rxcurate.progress import enabled
+
+        if not enabled():
+            datasets.disable_progress_bars()
+        files = [str(res.path(f)) for f in res.files if f.startswith("data/")]
+        ds = datasets.Dataset.from_parquet(files, cache_dir=str(res.folder / ".datasets-cache"))
+        return ds.with_format("numpy")
+    if p == "metadata":
+        res = pull(full, ["metadata"], hub=hub, cache=cache, endpoint=endpoint)
+        return pd.read_parquet(res.path("metadata.parquet"))
+    if p == "embeddings" or p.startswith("embeddings/"):
+        if p == "embeddings":
+            source = open_source(full, hub=hub, endpoint=endpoint)
+            names = embedding_names(read_release(source))
+            if len(names) != 1:
+                raise PullError(f"{full}: part 'embeddings' is ambiguous; name the set: "
+                                f"{', '.join(f'embeddings/{n}' for n in names) or 'none published'}")
+            p = f"embeddings/{names[0]}"
+        res = pull(full, [p], hub=hub, cache=cache, endpoint=endpoint)
+        files = [f for f in res.files if f.startswith(f"{p}/") and f.endswith("/embeddings.parquet")]
+        if len(files) != 1:
+            raise PullError(f"{res.target}: {p} holds {len(files)} embedding tables; name one set, e.g. "
+                            f"{', '.join(f'embeddings/{n}' for n in embedding_names(res.release))}")
+        return pd.read_parquet(res.path(files[0]))
+    raise PullError(f"rxcurate.load: part {part!r} cannot be loaded; use one of {', '.join(LOAD_PARTS)} (pull other "
+                    f"parts with rxcurate pull --parts)")
+
+
+def _stream_images(target: str, *, hub, cache, endpoint) -> Any:
+    import datasets
+
+    source = open_source(target, hub=hub, endpoint=endpoint)
+    release = read_release(source)
+    shards = part_files(release, "images")
+    if not shards:
+        raise PullError(f"{source.label}@{source.version} has no image shards (data/*.parquet)")
+    t = resolve_target(target, hub, error_cls=PullError)
+    folder = version_cache(cache_root(cache), t.kind, t.repo_id, source.version)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = _read_record(folder, source.commit)
+    features = datasets.Features({"__key__": datasets.Value("string"), "jp2": datasets.Image()})
+
+    def gen(shards: list[str]) -> Iterator[dict[str, Any]]:
+        yield from _iter_shards(source, release, folder, record, shards)
+
+    ds = datasets.IterableDataset.from_generator(gen, features=features, gen_kwargs={"shards": shards})
+    return ds.with_format("numpy")
