@@ -64,11 +64,13 @@ def _source(path: Path | None, preset: str, seed: int) -> Path:
     return dest
 
 
-def _bench_manifest(wells: int, folder: Path):
+def _bench_manifest(wells: int, folder: Path, name: str = "bench-compress", embeddings: bool = True):
     """The rxrx3-core transform on the first ``wells`` wells (by well_id) of the core SQL, no samplers."""
     doc = copy.deepcopy(load_manifest(CORE).raw)
-    doc["name"] = "bench-compress"
+    doc["name"] = name
     doc["select"] = {"sql": f"SELECT well_id FROM ({doc['select']['sql']}) ORDER BY well_id LIMIT {wells}"}
+    if not embeddings:
+        doc.pop("embeddings", None)
     return parse_manifest(doc, folder / "bench.yaml")
 
 

@@ -245,6 +245,12 @@ def _selection(inputs: ReleaseInputs) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _curation(inputs: ReleaseInputs) -> str | None:
+    from rxcurate.phenostats import card_section  # select.filters: stats table, kept/dropped, before/after
+
+    return card_section(inputs.folder)
+
+
 def _compression(inputs: ReleaseInputs) -> str:
     t = inputs.manifest.transform
     r = inputs.report
@@ -390,6 +396,7 @@ def card_body(inputs: ReleaseInputs, changelog: str) -> str:
         _contents(inputs),
         _files(inputs),
         _selection(inputs),
+        _curation(inputs),
         _compression(inputs),
         _embeddings(inputs),
         _benchmarks(inputs),

@@ -48,7 +48,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rxcurate.errors import CompressError, ManifestError
-from rxcurate.io import atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_file
+from rxcurate.io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+)
 from rxcurate.manifest import Manifest, Transform, data_version
 from rxcurate.progress import log, progress
 from rxcurate.select import Lockfile, check_crop_fits, read_lockfile
@@ -127,6 +135,14 @@ def _encode_image(task: UnitTask, key: str, rel: str, sha: str, stats: dict, sam
 
 def encode_unit(task: UnitTask) -> dict[str, Any]:
     """Encode every image of a unit and write the unit file; return {index, images, skipped}."""
+    data, summary = encode_unit_bytes(task)
+    atomic_write_bytes(Path(task.dest), data)
+    return summary
+
+
+def encode_unit_bytes(task: UnitTask) -> tuple[bytes, dict[str, Any]]:
+    """Encode every image of a unit; return (the unit file's bytes, {index, images, skipped}). Pure: no writes, so
+    any engine (process pool, Ray task) can run it and the caller writes the checkpoint."""
     well_col: list[str] = []
     key_col: list[str] = []
     blobs: list[bytes] = []
@@ -153,10 +169,11 @@ def encode_unit(task: UnitTask) -> dict[str, Any]:
     meta = {"stats": stats, "samples": samples, "skipped": skipped}
     table = pa.table([pa.array(well_col, pa.string()), pa.array(key_col, pa.string()), pa.array(blobs, pa.binary())],
                      schema=UNIT_SCHEMA.with_metadata({UNIT_META_KEY: json.dumps(meta, sort_keys=True).encode()}))
-    with atomic_path(Path(task.dest)) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-    return {"index": task.index, "images": sum(len(i) for _, i in task.wells), "skipped": len(skipped)}
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes(), {"index": task.index, "images": sum(len(i) for _, i in task.wells),
+                                          "skipped": len(skipped)}
 
 
 def read_unit(path: Path) -> tuple[pa.Table, dict[str, Any]]:
@@ -246,8 +263,18 @@ def _up_to_date(out: Path, key: dict[str, Any]) -> bool:
 
 def compress(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
              workdir: str | os.PathLike[str] | None = None, workers: int | None = 1,
-             force: bool = False) -> CompressResult:
-    """Compress the lockfile's images into ``<workdir>/data/`` shards plus metadata, report and checksums."""
+             force: bool = False, engine: str = "local", address: str | None = None) -> CompressResult:
+    """Compress the lockfile's images into ``<workdir>/data/`` shards plus metadata, report and checksums.
+
+    ``engine`` ``local`` encodes in a process pool of ``workers``; ``ray`` runs phase 1 as a Ray Data pipeline (see
+    :mod:`rxcurate.ray_engine`; ``address`` None = start a local Ray, ``auto`` = the running cluster, ``workers`` =
+    at most that many tasks at once, None = Ray's default). The output bytes do not depend on the engine."""
+    if engine not in ("local", "ray"):
+        raise CompressError(f"--engine: bad value {engine!r}; valid: local, ray")
+    if engine == "ray":
+        from rxcurate.ray_engine import check_ray
+
+        check_ray(address, CompressError)
     check_manifest_codec(manifest)
     out = manifest.resolve_workdir(workdir)
     lock = read_lockfile(out, manifest)
@@ -256,14 +283,15 @@ def compress(manifest: Manifest, *, source: str | os.PathLike[str] | None = None
     elif manifest.source_root is not None:
         src = manifest.resolve_source()
     else:
-        src = Path(lock.info["source_root"])
-    if not src.is_dir():
+        src = Path(lock.info["source_root"]) if lock.info.get("source_root") else None  # select's local hint
+    if src is None or not src.is_dir():
         raise CompressError(f"source folder {src} does not exist: pass --source DIR (the screen rxcurate select read)")
     check_crop_fits(manifest, list(lock.image_shape))
     version = data_version(lock.content_hash, manifest.transform_section())
     key = {"format": STATE_FORMAT, "data_version": version, "wells_per_unit": WELLS_PER_UNIT,
            "output": {"shard_bytes": manifest.shard_bytes, "row_group_bytes": manifest.row_group_bytes}}
     if not force and _up_to_date(out, key):
+        shutil.rmtree(out / STATE_DIR, ignore_errors=True)  # a run killed while deleting its finished state
         log(f"{out}: up to date (data version {version[:12]})")
         return CompressResult(out, version, sorted((out / DATA_DIR).glob(SHARD_GLOB)), read_json(out / REPORT), True)
 
@@ -273,7 +301,7 @@ def compress(manifest: Manifest, *, source: str | os.PathLike[str] | None = None
         _remove_temp_files(out, state)
         wells = _ordered_wells(lock)
         if not (state / "plan.json").is_file():
-            _encode_all(manifest, lock, src, wells, state, workers)
+            _encode_all(manifest, lock, src, wells, state, workers, engine, address)
             plan = _make_plan(manifest, lock, wells, state, version)
             atomic_write_json(state / "plan.json", plan, indent=None)
         plan = read_json(state / "plan.json")
@@ -289,7 +317,7 @@ def _unit_path(state: Path, index: int) -> Path:
 
 
 def _encode_all(manifest: Manifest, lock: Lockfile, src: Path, wells: list, state: Path,
-                workers: int | None) -> None:
+                workers: int | None, engine: str = "local", address: str | None = None) -> None:
     n_images = lock.n_images
     want = manifest.transform.report_sample_images
     threshold = min(1 << 64, (want << 64) // max(n_images, 1))
@@ -305,6 +333,11 @@ def _encode_all(manifest: Manifest, lock: Lockfile, src: Path, wells: list, stat
         log(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} units already encoded")
     with progress(n_images, "compress", "images") as advance:
         advance(done_images)
+        if engine == "ray" and pending:
+            from rxcurate.ray_engine import encode_units
+
+            encode_units(pending, advance, address=address, workers=workers)
+            return
         if n_workers == 1 or len(pending) <= 1:
             for t in pending:
                 advance(encode_unit(t)["images"])

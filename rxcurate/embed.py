@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -511,10 +512,22 @@ def run_embed(
     allow_random: bool = False,
     strict: bool = False,
     precision: str = "auto",
+    engine: str = "local",
+    address: str | None = None,
 ) -> list[Path]:
     """Embed every well of the release folder ``workdir``; return the written ``embeddings.parquet`` paths
     (the encoder's default output first, then one per block). ``batch_size`` = tiles per forward pass (default 256
-    on CUDA, 32 on CPU); ``num_workers`` = decoding processes (default: cores - 1, at most 8)."""
+    on CUDA, 32 on CPU); ``num_workers`` = decoding processes (default: cores - 1, at most 8).
+
+    ``engine`` ``ray`` decodes in Ray Data CPU tasks and encodes in an actor pool (one GPU per actor on CUDA); see
+    :mod:`rxcurate.ray_engine` (``address``: None = a local Ray, ``auto`` = the running cluster). Same checkpoints,
+    same output bytes as ``local``."""
+    if engine not in ("local", "ray"):
+        raise EmbedError(f"--engine: bad value {engine!r}; valid: local, ray")
+    if engine == "ray":
+        from rxcurate.ray_engine import check_ray
+
+        check_ray(address, EmbedError)
     workdir = Path(workdir)
     dev = resolve_device(device)
     if batch_size is None:
@@ -528,6 +541,13 @@ def run_embed(
                       device=dev, tile_size=tile, precision=precision)
     block_list = resolve_blocks(enc, blocks)
     outputs = [FINAL, *block_list]
+    runner = _embed_units
+    if engine == "ray":
+        from rxcurate.ray_engine import embed_units
+
+        encoder_kwargs = {"name": encoder_spec, "channels": len(plan.channels), "weights": weights,
+                          "allow_random": allow_random, "device": dev.type, "tile_size": tile, "precision": precision}
+        runner = functools.partial(embed_units, encoder_kwargs=encoder_kwargs, address=address)
     run_key = _run_key(plan, enc, block_list, batch_size, keep_tiles)
     content_key = run_key if (workdir / "checksums.json").is_file() else None
     enc_state = workdir / STATE_DIR / encoder_dirname(enc.name)
@@ -540,7 +560,7 @@ def run_embed(
     with _locked(enc_state):
         _remove_temp_files(final_paths)
         paths = _run_locked(plan, enc, block_list, outputs, final_paths, enc_state, run_key, content_key,
-                            batch_size, num_workers, keep_tiles, strict)
+                            batch_size, num_workers, keep_tiles, strict, runner)
     (enc_state / "lock").unlink(missing_ok=True)
     for d in (enc_state, enc_state.parent):  # leave no state behind in the release folder
         if d.is_dir() and not any(d.iterdir()):
@@ -574,7 +594,7 @@ def _remove_temp_files(final_paths: list[Path]) -> None:
 
 def _run_locked(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str], final_paths: list[Path],
                 enc_state: Path, run_key: str, content_key: str | None, batch_size: int, num_workers: int | None,
-                keep_tiles: bool, strict: bool) -> list[Path]:
+                keep_tiles: bool, strict: bool, runner: Callable[..., None] | None = None) -> list[Path]:
     run_dir = enc_state / run_key[:16]
     for stale in enc_state.iterdir():  # checkpoints of other configurations cannot be resumed by this one
         if stale.is_dir() and stale != run_dir:
@@ -586,7 +606,7 @@ def _run_locked(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[s
     if resumed:
         log(f"resuming: {resumed} of {resumed + len(pending)} shard(s) already embedded")
 
-    _embed_units(plan, enc, block_list, outputs, pending, unit_path, batch_size, num_workers, keep_tiles)
+    (runner or _embed_units)(plan, enc, block_list, outputs, pending, unit_path, batch_size, num_workers, keep_tiles)
 
     units = []
     for u in range(len(plan.shards)):
@@ -650,15 +670,11 @@ def _embed_units(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[
                 raise EmbedError(batch["error"])
             u = owner[b]
             if u not in acc:
-                acc[u] = UnitSums(np.unique([plan.sites[i].well for i in plan.units[u]]), outputs, keep_tiles)
+                acc[u] = unit_sums(plan, u, outputs, keep_tiles)
             index = batch["index"].numpy()
             counts = batch["counts"].numpy()
             vectors = enc.encode(batch["tiles"].to(enc.device, non_blocking=cuda), block_list)
-            arrays = {k: v.cpu().numpy() for k, v in vectors.items()}
-            tile_wells = np.repeat([plan.sites[i].well for i in index], counts)
-            tile_sites = np.repeat([plan.sites[i].site for i in index], counts)
-            tile_index = np.concatenate([np.arange(c) for c in counts])
-            acc[u].add(tile_wells, tile_sites, tile_index, arrays)
+            add_batch(plan, acc[u], index, counts, {k: v.cpu().numpy() for k, v in vectors.items()})
             finished = 0
             for i in index:
                 w = plan.sites[i].well
@@ -668,6 +684,20 @@ def _embed_units(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[
             remaining_batches[u] -= 1
             if remaining_batches[u] == 0:
                 _save_unit(unit_path[u], acc.pop(u).arrays())
+
+
+def unit_sums(plan: Plan, u: int, outputs: list[str], keep_tiles: bool) -> UnitSums:
+    """Empty accumulator for shard ``u``'s sites."""
+    return UnitSums(np.unique([plan.sites[i].well for i in plan.units[u]]), outputs, keep_tiles)
+
+
+def add_batch(plan: Plan, acc: UnitSums, index: np.ndarray, counts: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+    """Add one batch's tile vectors (sites ``index``, ``counts`` tiles each) to its shard's accumulator; every engine
+    adds a shard's batches in the same order, so sums are bitwise equal."""
+    tile_wells = np.repeat([plan.sites[i].well for i in index], counts)
+    tile_sites = np.repeat([plan.sites[i].site for i in index], counts)
+    tile_index = np.concatenate([np.arange(c) for c in counts])
+    acc.add(tile_wells, tile_sites, tile_index, arrays)
 
 
 def _finish(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str], units: list[dict[str, np.ndarray]],

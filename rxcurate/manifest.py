@@ -143,6 +143,22 @@ class Sampler:
 
 
 @dataclass(frozen=True)
+class FilterSpec:
+    """One ``select.filters`` entry (see :mod:`rxcurate.phenostats`)."""
+
+    stat: str  # replicate_consistency
+    embeddings: str  # an embedding set: <encoder> or <encoder>/<block folder>
+    p_below: float
+    apply_to: tuple[str, ...]  # perturbation types filtered
+    keep_controls: bool
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stat": self.stat, "embeddings": self.embeddings, "p_below": self.p_below,
+                "apply_to": list(self.apply_to), "keep_controls": self.keep_controls, "seed": self.seed}
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     path: str
@@ -173,15 +189,20 @@ class Manifest:
     embeddings: tuple[dict[str, Any], ...] = ()
     benchmarks: tuple[str, ...] = ()
     card: dict[str, Any] = field(default_factory=dict)
+    filters: tuple[FilterSpec, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ---- hashes -------------------------------------------------------------------------------------------
     def selection_section(self) -> dict[str, Any]:
+        select: dict[str, Any] = {"sql": self.sql, "sample": [s.to_dict() for s in self.samples]}
+        if self.filters:  # absent when unused: manifests without filters keep their hashes
+            select["filters"] = [f.to_dict() for f in self.filters]
+            select["filter_embeddings"] = [_filter_entry(self, f) for f in self.filters]
         return {
             "layout": self.layout,
             "source_metadata": self.source_metadata,
             "tables": {t.name: {"path": t.path, "base": t.base} for t in self.tables},
-            "select": {"sql": self.sql, "sample": [s.to_dict() for s in self.samples]},
+            "select": select,
             "images": {"sites": list(self.transform.sites), "channels": list(self.transform.channels)},
         }
 
@@ -237,6 +258,52 @@ class Manifest:
         return path
 
 
+def embedding_set_name(encoder: str) -> str:
+    """Folder of an encoder's embeddings below ``embeddings/`` (= ``rxcurate.encoders.encoder_dirname``, no torch)."""
+    return encoder.replace(":", "-").replace("/", "-")
+
+
+def filter_embedding_entry(embeddings: tuple[dict[str, Any], ...], name: str
+                           ) -> tuple[dict[str, Any], str | None] | None:
+    """The entry of a manifest's ``embeddings`` list a filter's ``embeddings`` name refers to, and the block folder
+    (None: the encoder's default output); None when no entry matches."""
+    for entry in embeddings:
+        enc = str(entry["encoder"])
+        if name in (enc, embedding_set_name(enc)):
+            return entry, None
+        for prefix in (enc + "/", embedding_set_name(enc) + "/"):
+            if name.startswith(prefix) and len(name) > len(prefix) and "/" not in name[len(prefix):]:
+                return entry, name[len(prefix):]
+    return None
+
+
+def _filter_entry(manifest: Manifest, f: FilterSpec) -> dict[str, Any]:
+    found = filter_embedding_entry(manifest.embeddings, f.embeddings)
+    return {} if found is None else {k: found[0][k] for k in sorted(found[0])}
+
+
+def _parse_filters(raw_filters: list[dict[str, Any]], layout: str, embeddings: tuple[dict[str, Any], ...],
+                   path: Path) -> tuple[FilterSpec, ...]:
+    if not raw_filters:
+        return ()
+    if layout != "rxrx3":
+        raise ManifestError(f"{path}: select.filters needs layout rxrx3 (its statistic uses negative controls and "
+                            f"the CRISPR/COMPOUND perturbation types); remove select.filters for layout {layout}")
+    names = [str(e["encoder"]) for e in embeddings]
+    out = []
+    for i, f in enumerate(raw_filters):
+        spec = FilterSpec(stat=f["stat"], embeddings=f["embeddings"], p_below=float(f["p_below"]),
+                          apply_to=tuple(sorted(f.get("apply_to", ["CRISPR", "COMPOUND"]))),
+                          keep_controls=bool(f.get("keep_controls", True)), seed=int(f.get("seed", 0)))
+        if filter_embedding_entry(embeddings, spec.embeddings) is None:
+            known = ", ".join(names) if names else "none: add embeddings: [{encoder: baseline}]"
+            raise ManifestError(f"{path}: select.filters[{i}].embeddings: {spec.embeddings!r} is not an entry of the "
+                                f"manifest's embeddings list (declared: {known}); use one of them, e.g. "
+                                f"embeddings: {names[0] if names else 'baseline'}")
+        out.append(spec)
+    return tuple(out)
+
+
 def data_version(lockfile_hash: str, transform: dict[str, Any]) -> str:
     """The identity of a data version: canonical hash of the lockfile's content hash and the transform section."""
     return canonical_hash({"lockfile": lockfile_hash, "transform": transform})
@@ -261,12 +328,28 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     return parse_manifest(raw, path)
 
 
+def _reject_non_finite(value: Any, where: str, path: Path, seen: tuple[int, ...] = ()) -> None:
+    """YAML's .nan/.inf pass numeric schema bounds and self-referencing aliases (``&a [*a]``) never end: reject both."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ManifestError(f"{path}: {where or '<top level>'}: {value} is not a finite number; give a plain number "
+                            f"(YAML .nan and .inf are not allowed)")
+    if not isinstance(value, dict | list):
+        return
+    if id(value) in seen:
+        raise ManifestError(f"{path}: {where or '<top level>'}: a YAML alias refers to itself; write the value out")
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for k, v in items:
+        sub = f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k)
+        _reject_non_finite(v, sub, path, (*seen, id(value)))
+
+
 def parse_manifest(raw: Any, path: str | os.PathLike[str] = "<manifest>") -> Manifest:
     """Validate an already-parsed manifest document and build the typed model."""
     path = Path(path)
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: a manifest is a YAML mapping with name, version, layout, select, ... "
                             f"(see manifests/rxrx3-core.yaml)")
+    _reject_non_finite(raw, "", path)
     validate(raw, "manifest", ManifestError, str(path))
     layout = get_layout(raw["layout"])
     src = raw.get("source", {}) or {}
@@ -307,6 +390,8 @@ def parse_manifest(raw: Any, path: str | os.PathLike[str] = "<manifest>") -> Man
         embeddings=tuple(raw.get("embeddings", []) or []),
         benchmarks=tuple(raw.get("benchmarks", []) or []),
         card=dict(raw.get("card", {}) or {}),
+        filters=_parse_filters(sel.get("filters", []) or [], layout.name, tuple(raw.get("embeddings", []) or []),
+                               path),
         raw=raw,
     )
 

@@ -1,8 +1,12 @@
 """`rxcurate release`: the whole release, incremental and idempotent.
 
 source (given, or the built-in synthetic screen) -> select -> compress -> embed -> evaluate -> card -> publish ->
-validate. Each stage skips itself when its inputs are unchanged (select: selection hash; compress and embed: their
-own checkpoints and checksums; evaluate: input sha256 in the results' provenance; card: rewrites nothing when
+validate. With ``select.filters`` the select stage also curates (:mod:`rxcurate.phenostats`: candidates compressed and
+embedded in ``<workdir>/.candidates``), and after evaluate the same benchmarks run on the candidates too, giving
+``curation_comparison.json`` (before/after, cited in the card).
+
+Each stage skips itself when its inputs are unchanged (select: selection hash; compress and embed: their own
+checkpoints and checksums; evaluate: input sha256 in the results' provenance; card: rewrites nothing when
 unchanged; publish: same content is a no-op), so a second run with nothing changed does no work and publishes nothing.
 """
 
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rxcurate.errors import PublishError, RxcurateError
+from rxcurate.errors import BenchmarkError, PublishError, RxcurateError
 from rxcurate.io import sha256_file
 from rxcurate.progress import log
 
@@ -86,6 +90,51 @@ def check_version_bump(m: Any, target: str, hub: Path | None) -> None:
             "change alongside it, or restore the published settings")
 
 
+def _evaluate(folder: Path, name: str, benchmarks: tuple[str, ...], source: Path, hint: str = ""
+              ) -> tuple[dict[str, Any], int]:
+    """Evaluate ``benchmarks`` on ``folder``'s embedding set ``name`` (skipping current results): (headlines, count
+    evaluated now). ``hint`` is appended to a benchmark's error."""
+    from rxcurate.benchmarks import evaluate_files
+    from rxcurate.benchmarks.runner import headline
+
+    results: dict[str, Any] = {}
+    evaluated = 0
+    meta = folder / "metadata.parquet"
+    emb = folder / "embeddings" / name / "embeddings.parquet"
+    for bid in benchmarks:
+        truth = {k: source / "truth" / f for k, f in TRUTH_FILES.get(bid, {}).items()}
+        if any(not p.is_file() for p in truth.values()):
+            log(f"evaluate: {bid} skipped (no truth file in {source / 'truth'})")
+            continue
+        out = folder / "benchmarks" / "results" / name / f"{bid}.json"
+        if not _results_current(out, emb, meta):
+            try:
+                evaluate_files(bid, emb, meta, truth or None, out)
+            except BenchmarkError as exc:
+                if not hint:
+                    raise
+                raise BenchmarkError(f"{bid}: {exc} ({hint.format(bid=bid)})") from None
+            evaluated += 1
+        results[bid] = headline(json.loads(out.read_text()))
+    return results, evaluated
+
+
+def _compare_curation(m: Any, folder: Path, name: str, source: Path, curated: dict[str, Any]) -> str:
+    """Evaluate the release benchmarks on the curation candidates too; write curation_comparison.json."""
+    from rxcurate.embed import run_embed
+    from rxcurate.phenostats import CANDIDATES, COMPARISON, embed_job, write_comparison
+    from rxcurate.select import read_lockfile
+
+    cand = folder / CANDIDATES
+    if not (cand / "metadata.parquet").is_file():
+        return f"no candidates in {cand} (rerun select to rebuild them): {COMPARISON} not written"
+    run_embed(cand, **embed_job(m, m.embeddings[0]), device="auto")  # up to date when a filter used this set
+    before, _ = _evaluate(cand, name, m.benchmarks, source)
+    wells = {"candidates": read_lockfile(cand).table.num_rows, "curated": read_lockfile(folder).table.num_rows}
+    write_comparison(folder, name, before, curated, wells)
+    return f"{COMPARISON}: {len(before)} benchmark(s), {wells['curated']:,} of {wells['candidates']:,} wells kept"
+
+
 def run_release(
     manifest_path: Path,
     *,
@@ -98,8 +147,6 @@ def run_release(
     workers: int | None = None,
     validate: bool = True,
 ) -> ReleaseSummary:
-    from rxcurate.benchmarks import evaluate_files
-    from rxcurate.benchmarks.runner import headline
     from rxcurate.commands.embed import manifest_jobs
     from rxcurate.compress import compress
     from rxcurate.embed import run_embed
@@ -145,23 +192,18 @@ def run_release(
     log(f"embed: {status['embed']}")
 
     results: dict[str, Any] = {}
-    meta = folder / "metadata.parquet"
     evaluated = 0
     if m.embeddings:
         name = encoder_dirname(m.embeddings[0]["encoder"])
-        emb = folder / "embeddings" / name / "embeddings.parquet"
-        for bid in m.benchmarks:
-            truth = {k: Path(source) / "truth" / f for k, f in TRUTH_FILES.get(bid, {}).items()}
-            if any(not p.is_file() for p in truth.values()):
-                log(f"evaluate: {bid} skipped (no truth file in {Path(source) / 'truth'})")
-                continue
-            out = folder / "benchmarks" / "results" / name / f"{bid}.json"
-            if not _results_current(out, emb, meta):
-                evaluate_files(bid, emb, meta, truth or None, out)
-                evaluated += 1
-            results[bid] = headline(json.loads(out.read_text()))
+        hint = ("the release is curated by select.filters, which may keep too few perturbations for {bid}: drop it "
+                "from benchmarks, or raise p_below / narrow apply_to") if m.filters else ""
+        results, evaluated = _evaluate(folder, name, m.benchmarks, Path(source), hint)
     status["evaluate"] = f"{evaluated} evaluated, {len(results) - evaluated} up to date"
     log(f"evaluate: {status['evaluate']}")
+    if m.filters and m.embeddings:
+        status["curation"] = _compare_curation(m, folder, encoder_dirname(m.embeddings[0]["encoder"]), Path(source),
+                                               results)
+        log(f"curation: {status['curation']}")
 
     asm = assemble(m, folder)
     status["card"] = asm.status

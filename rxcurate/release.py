@@ -41,7 +41,8 @@ METADATA_CSV = "metadata.csv"
 METADATA_PARQUET = "metadata.parquet"
 REPORT = "compression_report.json"
 CHECKSUMS = "checksums.json"
-TOP_FILES = (LOCKFILE, METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS, CHANGELOG)
+TOP_FILES = (LOCKFILE, METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS, CHANGELOG,
+             "phenostats.parquet", "curation.json", "curation_comparison.json")  # rxcurate.phenostats (filters)
 TREE_DIRS = ("embeddings", "benchmarks", "polaris")
 EMBEDDINGS_FILE = "embeddings.parquet"
 DEFINITIONS_DIR = "benchmarks/definitions"

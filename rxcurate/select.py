@@ -18,7 +18,14 @@ The lockfile ``<workdir>/lockfile.parquet`` has one row per selected well, sorte
 metadata columns of the layout, ``sites``, then per image (sites x channels, in ``__key__`` order) its ``keys``,
 ``images`` (paths relative to the source root) and ``sha256``, and the ``manifest_hash``. Its Arrow schema
 metadata ``rxcurate.lockfile`` records the layout, hashes (incl. a content hash of all rows, independent of the
-Parquet encoding), the source root and the source image size/bit depth.
+Parquet encoding) and the source image size/bit depth. It records no machine path: image paths are relative to the
+source root, which is given at run time (``--source`` or ``source.root``). ``select`` remembers the root it read
+in ``<workdir>/.source.json``, a local file that is never published; :func:`read_lockfile` offers it as
+``info["source_root"]`` so later stages on the same machine find the screen without ``--source``.
+
+With ``select.filters`` (rxrx3), the wells above are only candidates: :func:`rxcurate.phenostats.curate` compresses
+and embeds them in ``<workdir>/.candidates``, computes the statistic (``phenostats.parquet``) and the lockfile keeps
+the controls plus the perturbations that pass (see :mod:`rxcurate.phenostats`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from rxcurate.progress import progress
 from rxcurate.source import RXRX1, RXRX3, Layout, detect_layout, get_layout, read_metadata
 
 LOCKFILE = "lockfile.parquet"
+SOURCE_HINT = ".source.json"  # local, never published: the source root select read
 LOCK_META_KEY = b"rxcurate.lockfile"
 LOCK_FORMAT = 1
 IMAGE_LIST_COLUMNS = ("keys", "images", "sha256")
@@ -436,6 +444,9 @@ def read_lockfile(workdir: str | os.PathLike[str], manifest: Manifest | None = N
     if missing:
         raise LockfileError(f"{path} lacks columns {missing}: rerun rxcurate select")
     table = table.replace_schema_metadata(None)
+    hint = source_hint(path.parent)
+    if hint is not None:
+        info.setdefault("source_root", hint)
     if content_hash(table) != info.get("content_hash"):
         raise LockfileError(f"{path} was modified after rxcurate select (content hash mismatch): rerun rxcurate select")
     ids = table.column("well_id").to_pylist()
@@ -447,6 +458,32 @@ def read_lockfile(workdir: str | os.PathLike[str], manifest: Manifest | None = N
             f"in {manifest.path}): rerun rxcurate select {manifest.path} --workdir {workdir}"
         )
     return Lockfile(path, table, info)
+
+
+def write_source_hint(workdir: Path, source: Path) -> None:
+    """Remember (locally, in a hidden file that is never published) the source root select read."""
+    from rxcurate.io import atomic_write_json
+
+    atomic_write_json(workdir / SOURCE_HINT, {"source_root": str(Path(source).resolve())})
+
+
+def source_hint(workdir: str | os.PathLike[str]) -> str | None:
+    """The source root recorded by the last ``select`` into ``workdir`` on this machine, if any."""
+    try:
+        root = json.loads((Path(workdir) / SOURCE_HINT).read_text(encoding="utf-8")).get("source_root")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return root if isinstance(root, str) and root else None
+
+
+def subset_selection(selection: Selection, images: pd.DataFrame, digests: list[list[str]], keep: np.ndarray
+                     ) -> tuple[Selection, pd.DataFrame, list[list[str]]]:
+    """The wells of ``selection`` where ``keep`` (aligned with ``selection.wells``) is true."""
+    keep = np.asarray(keep, dtype=bool)
+    wells = selection.wells[keep].reset_index(drop=True)
+    sites = selection.sites[selection.sites["well_id"].isin(set(wells["well_id"]))].reset_index(drop=True)
+    return (Selection(selection.layout, wells, sites, dict(selection.counts)), images[keep].reset_index(drop=True),
+            [d for d, k in zip(digests, keep, strict=True) if k])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -543,24 +580,42 @@ def select(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
     for paths in images["images"]:
         digests.append(digests_flat[k : k + len(paths)])
         k += len(paths)
-    table = build_lockfile_table(selection, images, digests, manifest)
-    info = {
-        "format": LOCK_FORMAT,
-        "layout": selection.layout.name,
-        "manifest": manifest.name,
-        "version": manifest.version,
-        "selection_hash": manifest.selection_hash(),
-        "manifest_hash": manifest.manifest_hash(),
-        "content_hash": content_hash(table),
-        "source_root": str(src.resolve()),
-        "image_shape": shape,
-        "image_dtype": selection.layout.image_dtype,
-        "n_wells": table.num_rows,
-        "n_images": len(flat),
-    }
+    def lock(sel: Selection, imgs: pd.DataFrame, dig: list[list[str]]) -> tuple[pa.Table, dict[str, Any]]:
+        table = build_lockfile_table(sel, imgs, dig, manifest)
+        return table, {
+            "format": LOCK_FORMAT,
+            "layout": sel.layout.name,
+            "manifest": manifest.name,
+            "version": manifest.version,
+            "selection_hash": manifest.selection_hash(),
+            "manifest_hash": manifest.manifest_hash(),
+            "content_hash": content_hash(table),
+            "image_shape": shape,
+            "image_dtype": sel.layout.image_dtype,
+            "n_wells": table.num_rows,
+            "n_images": int(sum(len(k) for k in imgs["keys"])),
+        }
+
+    curation: dict[str, Any] | None = None
+    if manifest.filters:
+        from rxcurate.phenostats import curate
+
+        keep, curation = curate(manifest, src, out, *lock(selection, images, digests))
+        selection, images, digests = subset_selection(selection, images, digests, keep)
+    table, info = lock(selection, images, digests)
+    if curation is not None:
+        info["curation"] = curation
+    if curation is None:  # files of an earlier filtered selection must not be published with this one
+        from rxcurate.phenostats import OUTPUTS
+
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
     dest = out / LOCKFILE
     write_lockfile(dest, table, info)
+    write_source_hint(out, src)
     summary = summarise(selection, images, manifest, shape)
+    if curation is not None:
+        summary["curation"] = curation
     if summary["bytes_per_image"] is None:
         per = estimate_bytes_per_image(manifest, src, images)
         summary["bytes_per_image"] = per

@@ -6,6 +6,7 @@ metadata columns. Everything here only reads.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Iterable
@@ -40,6 +41,19 @@ _ADDR_1536 = re.compile(r"^(A[A-F]|[A-Z])(0[1-9]|[1-3][0-9]|4[0-8])$")
 _ADDR_384 = re.compile(r"^([A-P])(0[1-9]|1[0-9]|2[0-4])$")
 
 
+UNSAFE_SEGMENT_FIX = (
+    "is not a single folder name (empty, '.', '..', a '/' or '\\', or a control character) and would put image "
+    "paths outside the source root: fix that row of metadata.csv (e.g. experiment_name gene-079, address H29)"
+)
+
+
+@functools.lru_cache(maxsize=65536)
+def is_safe_segment(value: str) -> bool:
+    """True when ``value`` can be one path component below the source root (no ``..``, separators, NUL, ...)."""
+    return (isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value
+            and all(ord(ch) >= 32 and ord(ch) != 127 for ch in value))
+
+
 @dataclass(frozen=True)
 class Layout:
     """How a source screen lays out metadata and images."""
@@ -52,6 +66,11 @@ class Layout:
     sites: tuple[int, ...]
 
     def image_relpath(self, experiment: str, plate: int | str, address: str, site: int, channel: int) -> str:
+        """``images/<experiment>/Plate<plate>/<address>_s<site>_w<channel>.png``, always inside the source root."""
+        for col, value in ((self.experiment_col, experiment), (self.address_col, address)):
+            if not is_safe_segment(value):
+                raise SourceError(
+                    f"metadata.csv: well {experiment}_{plate}_{address}: {col} {value!r} {UNSAFE_SEGMENT_FIX}")
         return f"images/{experiment}/Plate{plate}/{address}_s{site}_w{channel}.png"
 
 
@@ -127,6 +146,11 @@ def _bad(path: Path, df: pd.DataFrame, mask: np.ndarray | pd.Series, what: str, 
 def _validate(layout: Layout, df: pd.DataFrame, path: Path) -> None:
     if df.empty:
         raise SourceError(f"{path} has no rows: a source screen needs at least one well")
+    for col in (layout.experiment_col, layout.address_col):  # they become folder/file names under images/
+        example = "gene-079" if col == "experiment_name" else "HEPG2-01" if col == "experiment" else "H29"
+        _bad(path, df, ~df[col].map(is_safe_segment), f"a {col} that is not one folder name (empty, '.', '..', "
+             "'/', '\\' or a control character)", f"it would put image paths outside the source root: fix those "
+             f"rows (e.g. {col} {example})")
     if layout is RXRX3:
         _bad(path, df, ~df["address"].str.fullmatch(_ADDR_1536.pattern), "a bad address",
              "1536-well addresses run A01..AF48 (e.g. H29)")

@@ -73,6 +73,7 @@ def baseline(tiny_rxrx3, tmp_path_factory):
 def _fresh_copy(baseline_work: Path, dest: Path) -> Path:
     dest.mkdir(parents=True)
     shutil.copy2(baseline_work / LOCKFILE, dest / LOCKFILE)
+    shutil.copy2(baseline_work / ".source.json", dest / ".source.json")  # the lockfile records no machine path
     return dest
 
 

@@ -93,20 +93,19 @@ def _null_indices(
     return np.concatenate(parts) if parts else np.zeros((0, n), dtype=np.int64)
 
 
-def perturbation_signal(
+def signal_table(
     x: np.ndarray,
     codes: np.ndarray,
-    kinds: np.ndarray,
+    n_ent: int,
     batch_codes: np.ndarray,
     fit_controls: np.ndarray,
     null_pool: np.ndarray,
     params: dict[str, Any],
     rng: np.random.Generator,
 ) -> dict[str, Any]:
-    """``x``: post-processed well features; ``codes``: map row per well (-1 = not a perturbation); ``kinds``: the
-    map rows' kinds (gene/compound); ``fit_controls`` / ``null_pool``: masks of the controls used to fit the
-    post-processing and of the held-out controls."""
-    alpha = float(params["alpha"])
+    """Per map row (``n_ent`` perturbations): ``wells``, ``consistency``, ``magnitude`` and their p-values
+    ``p_consistency`` / ``p_magnitude`` (NaN where undefined: too few wells, or no null of that size), plus
+    ``controls`` (reference / null pool sizes). Arguments as :func:`perturbation_signal`."""
     n_null = int(params["null_samples"])
     min_c = int(params.get("min_wells_consistency", 2))
     min_m = int(params.get("min_wells_magnitude", 5))
@@ -121,7 +120,6 @@ def perturbation_signal(
     ref_x = x[ref]
     e_rr = float(mean_within_distance(ref_x[None])[0])
 
-    n_ent = len(kinds)
     order, sizes, starts = _groups(codes, n_ent)
     ent_batch = np.full(n_ent, -1, dtype=np.int64)
     has = sizes > 0
@@ -159,9 +157,29 @@ def perturbation_signal(
         if do_mag:
             p_mag[ents] = 1.0 - np.searchsorted(np.sort(null_m), magnitude[ents], side="right") / size
 
-    out: dict[str, Any] = {
-        "controls": {"reference": int(n_ref), "null_pool": int(len(pool)), "null_samples": n_null},
-    }
+    return {"wells": sizes, "consistency": consistency, "magnitude": magnitude, "p_consistency": p_cons,
+            "p_magnitude": p_mag,
+            "controls": {"reference": int(n_ref), "null_pool": int(len(pool)), "null_samples": n_null}}
+
+
+def perturbation_signal(
+    x: np.ndarray,
+    codes: np.ndarray,
+    kinds: np.ndarray,
+    batch_codes: np.ndarray,
+    fit_controls: np.ndarray,
+    null_pool: np.ndarray,
+    params: dict[str, Any],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """``x``: post-processed well features; ``codes``: map row per well (-1 = not a perturbation); ``kinds``: the
+    map rows' kinds (gene/compound); ``fit_controls`` / ``null_pool``: masks of the controls used to fit the
+    post-processing and of the held-out controls."""
+    alpha = float(params["alpha"])
+    n_ent = len(kinds)
+    t = signal_table(x, codes, n_ent, batch_codes, fit_controls, null_pool, params, rng)
+    consistency, magnitude, p_cons, p_mag = t["consistency"], t["magnitude"], t["p_consistency"], t["p_magnitude"]
+    out: dict[str, Any] = {"controls": t["controls"]}
     for group, sel in (("all", np.ones(n_ent, dtype=bool)), ("genes", kinds == "gene"),
                        ("compounds", kinds == "compound")):
         if group != "all" and not sel.any():

@@ -17,8 +17,14 @@ def register(app: typer.Typer) -> None:
                                     "source.root, else the folder recorded in the lockfile."),
         workdir: Path = typer.Option(None, "--workdir", help="Release folder holding lockfile.parquet; default: "
                                      "the manifest's output.workdir, else build/<name>."),
-        workers: int = typer.Option(0, "--workers", min=0, help="Processes encoding images (0 = one per core); "
-                                    "the output bytes do not depend on it."),
+        workers: int = typer.Option(0, "--workers", min=0, help="Processes encoding images (0 = one per core; "
+                                    "with --engine ray: concurrent Ray tasks, 0 = every CPU of the cluster); the "
+                                    "output bytes do not depend on it."),
+        engine: str = typer.Option("local", "--engine", help="local (a process pool on this machine) or ray (a Ray "
+                                   "Data pipeline; needs rxcurate[ray]). Same output bytes, same resume."),
+        address: str | None = typer.Option(None, "--address", help="With --engine ray: the Ray cluster to use, "
+                                           "auto (the cluster this machine belongs to), HOST:PORT or "
+                                           "ray://HOST:10001; default: start a local Ray."),
         force: bool = typer.Option(False, "--force", help="Recompress even when checksums.json says up to date."),
         as_json: bool = typer.Option(False, "--json", help="Print the compression report as JSON."),
     ) -> None:
@@ -34,7 +40,8 @@ def register(app: typer.Typer) -> None:
 
         m = load_manifest(manifest)
         t0 = time.perf_counter()
-        result = run(m, source=source, workdir=workdir, workers=workers or None, force=force)
+        result = run(m, source=source, workdir=workdir, workers=workers or None, force=force, engine=engine,
+                     address=address)
         r = result.report
         if as_json:
             typer.echo(json.dumps(r, indent=2, sort_keys=True))

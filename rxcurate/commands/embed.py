@@ -79,6 +79,12 @@ def register(app: typer.Typer) -> None:
         keep_tiles: bool = typer.Option(False, "--keep-tiles", help="Also write tiles.parquet with one row per tile."),
         strict: bool = typer.Option(False, "--strict", help="Fail (instead of warning) when distinct wells get "
                                     "identical vectors."),
+        engine: str = typer.Option("local", "--engine", help="local (DataLoader workers + this process) or ray (Ray "
+                                   "Data: CPU tasks decode, an actor pool encodes, one GPU per actor on CUDA; needs "
+                                   "rxcurate[ray]). Same embeddings, same resume."),
+        address: str | None = typer.Option(None, "--address", help="With --engine ray: the Ray cluster to use, "
+                                           "auto (the cluster this machine belongs to), HOST:PORT or "
+                                           "ray://HOST:10001; default: start a local Ray."),
     ) -> None:
         """Embed every well of a release: decode the JPEG 2000 shards, tile each site, encode the tiles (bf16 on
         CUDA), average per well and write embeddings/<encoder>/embeddings.parquet (well_id, feature_0..) with
@@ -93,6 +99,6 @@ def register(app: typer.Typer) -> None:
         folder = release_folder(manifest, workdir)
         for job in jobs:
             paths = run_embed(folder, **job, device=device, batch_size=batch_size, num_workers=num_workers,
-                              allow_random=allow_random_weights, strict=strict)
+                              allow_random=allow_random_weights, strict=strict, engine=engine, address=address)
             for path in paths:
                 typer.echo(str(path))

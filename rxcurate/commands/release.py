@@ -50,5 +50,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo("up to date")
             hub_flag = f" --hub {hub}" if hub and s.target.startswith("local") else ""
             typer.echo(f"check it    rxcurate validate {s.target}@{s.version}{hub_flag}")
+            if "://" in s.target:
+                typer.echo(f"pull it     rxcurate pull {s.target}@{s.version}{hub_flag}  (or rxcurate.load(...) in "
+                           "Python; see docs/pull.md)")
         if s.validation_ok is False:
             raise typer.Exit(1)

@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
 
         The lockfile lists every selected well (sorted by well_id) with its metadata, source image paths and
         their sha256. Prints wells by perturbation type, experiment and concentration, and the projected size.
+        With select.filters the selected wells are candidates: they are compressed and embedded in
+        WORKDIR/.candidates, scored per perturbation (phenostats.parquet) and only controls plus passing
+        perturbations are kept (report: curation.json).
         """
         from rxcurate.manifest import load_manifest
         from rxcurate.select import select as run
@@ -56,3 +59,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"images      {s['images']:,} ({h}x{w} 8-bit, {_fmt_bytes(s['bytes_per_image'])} each)")
         typer.echo(f"projected   {_fmt_bytes(s['projected_bytes'])} ({s['projection']})")
         typer.echo(f"lockfile    {s['lockfile']}")
+        if "curation" in s:  # select.filters (rxcurate.phenostats)
+            c = s["curation"]
+            typer.echo(f"curated     kept {c['kept_wells']:,} of {c['candidate_wells']:,} candidate wells "
+                       f"(phenostats.parquet, curation.json beside the lockfile)")

@@ -163,6 +163,11 @@ def publish_hf(repo_id: str, version: str, folder: str | os.PathLike[str], files
     except HfHubHTTPError as exc:
         raise PublishError(f"{target}: the Hub refused or failed ({_http_message(exc, api)}); no tag was created, "
                            f"rerun to resume") from None
+    except PublishError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network errors of the HTTP client (offline, DNS, refused connection)
+        raise PublishError(f"{target}: the Hub is unreachable ({type(exc).__name__}: {_http_message(exc, api)}); no "
+                           "tag was created: check the network or HF_ENDPOINT and rerun to resume") from None
 
 
 def _stale_files(api, repo_id: str, head: str | None, files: list[str]) -> list[str]:

@@ -2,7 +2,8 @@
 serves over the Hub's HTTP read API.
 
 A version is one commit whose tree is the release folder and an annotated tag ``v<version>``; accepted leaderboard
-submissions live on a separate ``leaderboard`` branch (``rxcurate submit``), so publishing never touches them. Publishing writes the release's objects into the repository
+submissions live on a separate ``leaderboard`` branch (``rxcurate submit``), so publishing never touches them.
+Publishing writes the release's objects into the repository
 (unreferenced, hence invisible), then moves ``refs/heads/main`` and creates the tag in one ``git update-ref``
 transaction, with the old value of ``main`` checked: both refs change or neither does, exactly as an atomic push
 (``git push --atomic``) does on the receiving side. A crash leaves at most unreferenced objects, never a half
