@@ -11,14 +11,15 @@ STAMP := $(VENV)/.installed-stamp
 MANIFEST ?= manifests/rxrx3-core.yaml
 SOURCE ?=
 TARGET ?= local
-WORKDIR ?= build/release
+# One release folder per manifest (build/<manifest file name>), so manifests never mix outputs.
+WORKDIR ?= build/$(basename $(notdir $(MANIFEST)))
 SEED ?= 0
 
-.PHONY: install test test-fast lint release clean help
+.PHONY: install install-timm test test-timm test-fast lint release clean help
 
 help:
 	@echo "make release   build, publish and validate a release (MANIFEST=, SOURCE=, TARGET= to override)"
-	@echo "make test      run the test suite"
+	@echo "make test      run the test suite (then the timm tests in .venv-timm; TIMM=0 skips them)"
 	@echo "make lint      ruff"
 	@echo "make install   create/refresh the .venv (idempotent)"
 
@@ -31,8 +32,36 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
 	@touch $(STAMP)
 
+# `make test` = the main suite, then the timm tests in .venv-timm (TIMM=0 skips those).
+TIMM ?= 1
 test: install
 	$(BIN)/python -m pytest -q -ra
+	@if [ "$(TIMM)" != "0" ]; then $(MAKE) --no-print-directory test-timm; fi
+
+# timm needs a torchvision build matching torch, and PyPI has none for the CPU torch wheel: .venv-timm holds
+# torch + torchvision + timm (PyPI's CUDA builds, which run on the CPU too) and reads every other package from
+# .venv (a .pth file; shared packages pinned to .venv's versions), so the same rxcurate code runs a timm ViT.
+TIMM_VENV ?= .venv-timm
+TIMM_TORCH ?= torch==2.14.1 torchvision==0.29.1
+TIMM_SPEC ?= timm==1.0.31
+TIMM_STAMP := $(TIMM_VENV)/.installed-stamp
+
+install-timm: $(TIMM_STAMP)
+
+$(TIMM_STAMP): $(STAMP)
+	@test -x $(TIMM_VENV)/bin/python || $(PYTHON) -m venv $(TIMM_VENV)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(torch|torchvision|timm)==|^-e ' \
+		> $(TIMM_VENV)/constraints.txt
+	$(TIMM_VENV)/bin/python -m pip install -q --disable-pip-version-check $(TIMM_TORCH) -c $(TIMM_VENV)/constraints.txt
+	$(TIMM_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps $(TIMM_SPEC)
+	main=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	own=$$($(TIMM_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	echo "import site; site.addsitedir('$$main')" > "$$own/zz_rxcurate_main_venv.pth"
+	$(TIMM_VENV)/bin/python -c "import timm, torchvision, rxcurate; print('timm', timm.__version__, 'ok')"
+	@touch $(TIMM_STAMP)
+
+test-timm: $(TIMM_STAMP)
+	$(TIMM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_blockprobe_timm.py tests/test_encoders.py -k timm
 
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow"
@@ -48,4 +77,4 @@ release: install
 		$(if $(SOURCE),--source $(SOURCE),)
 
 clean:
-	rm -rf build
+	rm -rf build $(TIMM_VENV)

@@ -251,6 +251,44 @@ def _curation(inputs: ReleaseInputs) -> str | None:
     return card_section(inputs.folder)
 
 
+def _probe(inputs: ReleaseInputs) -> str | None:
+    """Block probe tables (rxcurate probe / embeddings[0].probe): score by block, the chosen default set."""
+    docs = sorted((inputs.folder / "probe").glob("*/probe.json")) if (inputs.folder / "probe").is_dir() else []
+    if not docs:
+        return None
+    m = inputs.manifest
+    chosen = m.embeddings[0].get("block") if m.embeddings else None
+    parts = ["## Block probe", "",
+             "Linear probes (multinomial logistic regression) trained on the wells of some experiments and scored "
+             "(balanced accuracy) on held-out experiments, per transformer block; mean +/- std over seeded splits. "
+             "Each experiment is centre-scaled on its own control wells first. Tables: `probe/<encoder>/probe.json`, "
+             "`probe.parquet` (one row per block, task, seed) and `probe.png`.", ""]
+    for path in docs:
+        doc = json.loads(path.read_text())
+        tasks = list(doc["tasks"])
+        cfg = doc.get("config", {})
+        rows = []
+        for e in doc["summary"]:
+            cells = []
+            for t in tasks:
+                v = e["tasks"].get(t, {})
+                cells.append("n/a" if v.get("mean") is None else f"{v['mean']:.3f} +/- {v['std']:.3f}")
+            best = e["block"] == doc["best_block"]
+            rows.append([f"**{e['block']}**" if best else e["block"], *cells,
+                         "n/a" if e["score"] is None else f"{e['score']:.3f}", "best" if best else ""])
+        chance = {t: doc["summary"][0]["tasks"].get(t, {}).get("chance") for t in tasks}
+        first = int(cfg.get("seed_start", 0))
+        last = first + int(cfg.get("seeds", 1)) - 1
+        parts += [f"### {doc['encoder']}", "",
+                  f"Tasks: {', '.join(tasks)}; seeds {first}..{last}; held-out share of experiments "
+                  f"{cfg.get('holdout')}; chance level "
+                  + ", ".join(f"{t} {c:.3f}" for t, c in chance.items() if c is not None) + ".", "",
+                  _table(["block", *tasks, "mean over tasks", ""], rows), "",
+                  f"Best block: `{doc['best_block']}` ({doc.get('rule', 'highest mean score')})."
+                  + (" It is this release's default embedding set." if chosen == "best" else ""), ""]
+    return "\n".join(parts)
+
+
 def _compression(inputs: ReleaseInputs) -> str:
     t = inputs.manifest.transform
     r = inputs.report
@@ -293,7 +331,12 @@ def _embeddings(inputs: ReleaseInputs) -> str:
         rows.append([f"`{e.name}`", e.info.get("encoder", e.name), e.dim, e.rows,
                      f"{tiles.get('size', 'n/a')} px, {tiles.get('aggregation', 'mean')}" if tiles else "n/a",
                      f"`{str(weights)[:12]}`" if weights else "none"])
-    return ("## Embeddings\n\nOne row per well, sorted by `well_id`; features are float32.\n\n"
+    default = ""
+    m = inputs.manifest
+    if m.embeddings and "block" in m.embeddings[0]:
+        default = (f" The default set is `{inputs.embeddings[0].name}` (block "
+                   f"{m.embeddings[0]['block']} of {m.embeddings[0]['encoder']}); the other blocks are published too.")
+    return ("## Embeddings\n\nOne row per well, sorted by `well_id`; features are float32." + default + "\n\n"
             + _table(["set", "encoder", "dim", "wells", "tiles", "weights sha256"], rows) + "\n")
 
 
@@ -399,6 +442,7 @@ def card_body(inputs: ReleaseInputs, changelog: str) -> str:
         _curation(inputs),
         _compression(inputs),
         _embeddings(inputs),
+        _probe(inputs),
         _benchmarks(inputs),
         _polaris(inputs),
         _usage(inputs),

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "select",
     "compress",
     "embed",
+    "probe",
     "evaluate",
     "card",
     "publish",

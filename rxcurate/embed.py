@@ -116,6 +116,28 @@ def parse_keys(keys: pa.Array | pa.ChunkedArray) -> dict[str, np.ndarray]:
     }
 
 
+def metadata_wells(table: pa.Table, what: str = "metadata.parquet") -> list[str]:
+    """The sorted unique well ids of a metadata table: one row per well (RxRx3 layout), or, when the table has a
+    ``site`` column (RxRx1 layout), one row per (well, site); duplicated rows are an error naming the first."""
+    wells = [str(w) for w in table.column("well_id").to_pylist()]
+    if "site" in table.column_names:
+        sites = [str(s) for s in table.column("site").to_pylist()]
+        seen: set[tuple[str, str]] = set()
+        for key in zip(wells, sites, strict=True):
+            if key in seen:
+                raise EmbedError(f"{what}: well {key[0]} site {key[1]} appears more than once (one row per well and "
+                                 "site is expected); re-run rxcurate compress")
+            seen.add(key)
+    else:
+        seen_wells: set[str] = set()
+        for w in wells:
+            if w in seen_wells:
+                raise EmbedError(f"{what}: well_id {w} appears more than once (one row per well is expected); re-run "
+                                 "rxcurate compress")
+            seen_wells.add(w)
+    return sorted(set(wells))
+
+
 def _read_wells(workdir: Path) -> list[str]:
     meta = workdir / "metadata.parquet"
     if not meta.is_file():
@@ -126,9 +148,7 @@ def _read_wells(workdir: Path) -> list[str]:
         raise EmbedError(f"cannot read {meta}: {exc}") from None
     if "well_id" not in table.column_names:
         raise EmbedError(f"{meta} has no well_id column (columns: {table.column_names[:8]})")
-    wells = [str(w) for w in table.column("well_id").to_pylist()]
-    if len(set(wells)) != len(wells):
-        raise EmbedError(f"{meta}: well_id values are not unique; re-run rxcurate compress")
+    wells = metadata_wells(table, str(meta))
     lock = workdir / "lockfile.parquet"
     if lock.is_file() and "well_id" in pq.read_schema(lock).names:
         locked = {str(w) for w in pq.read_table(lock, columns=["well_id"]).column(0).to_pylist()}
@@ -144,7 +164,7 @@ def _read_wells(workdir: Path) -> list[str]:
         if absent:
             raise EmbedError(f"{len(absent)} lockfile well(s) are neither in metadata.parquet nor reported skipped by "
                              f"compress (e.g. {absent[:3]}); re-run rxcurate compress")
-    return sorted(wells)
+    return wells
 
 
 def _check_shard_schema(path: Path) -> pq.ParquetFile:
@@ -514,6 +534,7 @@ def run_embed(
     precision: str = "auto",
     engine: str = "local",
     address: str | None = None,
+    downsample: int = 1,
 ) -> list[Path]:
     """Embed every well of the release folder ``workdir``; return the written ``embeddings.parquet`` paths
     (the encoder's default output first, then one per block). ``batch_size`` = tiles per forward pass (default 256
@@ -521,7 +542,8 @@ def run_embed(
 
     ``engine`` ``ray`` decodes in Ray Data CPU tasks and encodes in an actor pool (one GPU per actor on CUDA); see
     :mod:`rxcurate.ray_engine` (``address``: None = a local Ray, ``auto`` = the running cluster). Same checkpoints,
-    same output bytes as ``local``."""
+    same output bytes as ``local``. ``downsample`` k > 1 averages k x k pixel blocks of every tile before the encoder
+    (a tile of T px reaches the network as T/k px: k^2 times less compute, coarser detail)."""
     if engine not in ("local", "ray"):
         raise EmbedError(f"--engine: bad value {engine!r}; valid: local, ray")
     if engine == "ray":
@@ -538,7 +560,7 @@ def run_embed(
         raise EmbedError(f"--num-workers must be >= 0, got {num_workers}")
     plan = plan_embed(workdir, tile)
     enc = get_encoder(encoder_spec, channels=len(plan.channels), weights=weights, allow_random=allow_random,
-                      device=dev, tile_size=tile, precision=precision)
+                      device=dev, tile_size=tile, precision=precision, downsample=downsample)
     block_list = resolve_blocks(enc, blocks)
     outputs = [FINAL, *block_list]
     runner = _embed_units
@@ -546,7 +568,8 @@ def run_embed(
         from rxcurate.ray_engine import embed_units
 
         encoder_kwargs = {"name": encoder_spec, "channels": len(plan.channels), "weights": weights,
-                          "allow_random": allow_random, "device": dev.type, "tile_size": tile, "precision": precision}
+                          "allow_random": allow_random, "device": dev.type, "tile_size": tile, "precision": precision,
+                          "downsample": downsample}
         runner = functools.partial(embed_units, encoder_kwargs=encoder_kwargs, address=address)
     run_key = _run_key(plan, enc, block_list, batch_size, keep_tiles)
     content_key = run_key if (workdir / "checksums.json").is_file() else None

@@ -277,6 +277,48 @@ def filter_embedding_entry(embeddings: tuple[dict[str, Any], ...], name: str
     return None
 
 
+def _check_embeddings(entries: tuple[dict[str, Any], ...], path: Path) -> tuple[dict[str, Any], ...]:
+    """Checks the schema cannot express: block/probe pairing, downsample dividing the tile."""
+    for i, e in enumerate(entries):
+        where = f"{path}: embeddings[{i}] ({e['encoder']})"
+        if e.get("block") == "best" and "probe" not in e:
+            raise ManifestError(f"{where}: block: best needs a probe section to choose it, e.g. probe: {{tasks: "
+                                "[gene-module], seeds: 5}} (or name the block: block: 8)")
+        if ("block" in e or "probe" in e) and i != 0:
+            raise ManifestError(f"{where}: block/probe apply to the release's default embedding set, the first "
+                                "entry of embeddings: move this entry first")
+        if ("block" in e or "probe" in e) and str(e["encoder"]) == "baseline":
+            raise ManifestError(f"{where}: the baseline encoder has no transformer blocks: drop block/probe, or use "
+                                "openphenom or timm:<vit>")
+        if isinstance(e.get("block"), int) and e.get("blocks") and e["block"] not in e["blocks"]:
+            raise ManifestError(f"{where}: block {e['block']} is not among blocks {e['blocks']}: add it")
+        tile = int(e.get("tile_size", 256))
+        if tile % int(e.get("downsample", 1)):
+            raise ManifestError(f"{where}: downsample {e['downsample']} must divide tile_size {tile} (e.g. "
+                                "tile_size: 256, downsample: 4)")
+    return entries
+
+
+def embed_job(manifest: Manifest, entry: dict[str, Any], tile: int = 256) -> dict[str, Any]:
+    """``rxcurate.embed.run_embed`` keywords of one ``embeddings`` entry (weights relative to the manifest's folder;
+    an entry with ``block`` or ``probe`` embeds ``blocks``, else every block, in the same pass)."""
+    weights = entry.get("weights")
+    if weights is not None and not Path(weights).is_absolute():
+        weights = manifest.folder / weights
+    blocks = entry.get("blocks")
+    job: dict[str, Any] = {
+        "encoder_spec": entry["encoder"], "weights": weights,
+        "blocks": ",".join(str(b) for b in blocks) if blocks else "all" if ("block" in entry or "probe" in entry)
+        else None,
+        "tile": int(entry.get("tile_size", tile)), "keep_tiles": bool(entry.get("keep_tiles", False)),
+    }
+    if entry.get("downsample", 1) != 1:
+        job["downsample"] = int(entry["downsample"])
+    if entry.get("allow_random_weights"):
+        job["allow_random"] = True
+    return job
+
+
 def _filter_entry(manifest: Manifest, f: FilterSpec) -> dict[str, Any]:
     found = filter_embedding_entry(manifest.embeddings, f.embeddings)
     return {} if found is None else {k: found[0][k] for k in sorted(found[0])}
@@ -387,7 +429,7 @@ def parse_manifest(raw: Any, path: str | os.PathLike[str] = "<manifest>") -> Man
         shard_bytes=int(out.get("shard_bytes", DEFAULT_SHARD_BYTES)),
         row_group_bytes=int(out.get("row_group_bytes", DEFAULT_ROW_GROUP_BYTES)),
         workdir=out.get("workdir"),
-        embeddings=tuple(raw.get("embeddings", []) or []),
+        embeddings=_check_embeddings(tuple(raw.get("embeddings", []) or []), path),
         benchmarks=tuple(raw.get("benchmarks", []) or []),
         card=dict(raw.get("card", {}) or {}),
         filters=_parse_filters(sel.get("filters", []) or [], layout.name, tuple(raw.get("embeddings", []) or []),

@@ -188,14 +188,10 @@ def _embedding_path(manifest: Manifest, spec: FilterSpec, index: int, workdir: P
 
 
 def embed_job(manifest: Manifest, entry: dict[str, Any]) -> dict[str, Any]:
-    """``run_embed`` keywords of one manifest embeddings entry (weights relative to the manifest's folder)."""
-    weights = entry.get("weights")
-    if weights is not None and not Path(weights).is_absolute():
-        weights = manifest.folder / weights
-    blocks = entry.get("blocks")
-    return {"encoder_spec": entry["encoder"], "weights": weights,
-            "blocks": ",".join(str(b) for b in blocks) if blocks else None,
-            "tile": int(entry.get("tile_size", 256)), "keep_tiles": bool(entry.get("keep_tiles", False))}
+    """``run_embed`` keywords of one manifest embeddings entry (see :func:`rxcurate.manifest.embed_job`)."""
+    from rxcurate.manifest import embed_job as job
+
+    return job(manifest, entry)
 
 
 def curate(manifest: Manifest, source: Path, workdir: Path, table: pa.Table, info: dict[str, Any], *,

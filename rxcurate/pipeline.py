@@ -12,13 +12,15 @@ unchanged; publish: same content is a no-op), so a second run with nothing chang
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rxcurate.errors import BenchmarkError, PublishError, RxcurateError
+from rxcurate.errors import BenchmarkError, CompressError, PublishError, RxcurateError
 from rxcurate.io import sha256_file
 from rxcurate.progress import log
 
@@ -119,20 +121,54 @@ def _evaluate(folder: Path, name: str, benchmarks: tuple[str, ...], source: Path
     return results, evaluated
 
 
-def _compare_curation(m: Any, folder: Path, name: str, source: Path, curated: dict[str, Any]) -> str:
-    """Evaluate the release benchmarks on the curation candidates too; write curation_comparison.json."""
+def _probe(m: Any, folder: Path, source: Path, blocks: list[str]) -> str:
+    """Run the first embeddings entry's probe over its blocks (rxcurate.blockprobe); the status line."""
+    from rxcurate.blockprobe import ProbeConfig, ProbeError, run_probe
+
+    entry = m.embeddings[0]
+    spec = entry["probe"]
+    rel = source / spec.get("relationships", "truth/relationships.csv")
+    cfg = ProbeConfig(tasks=tuple(spec.get("tasks", ["gene-module"])), seeds=int(spec.get("seeds", 5)),
+                      holdout=float(spec.get("holdout", 0.5)), relationships=str(rel))
+    if "gene-module" in cfg.tasks and not rel.is_file():
+        raise ProbeError(f"{m.path.name}: embeddings[0].probe.relationships: {rel} not found (an entity1,entity2 CSV "
+                         "relative to the source root, e.g. relationships: truth/relationships.csv)")
+    res = run_probe(folder, str(entry["encoder"]), blocks, cfg)
+    return f"best block {res.best_block} of {len(blocks)}" + (" (up to date)" if res.up_to_date else "")
+
+
+def _compare_curation(m: Any, folder: Path, default: str, source: Path, curated: dict[str, Any]) -> str:
+    """Evaluate the release benchmarks on the curation candidates too, with the first filter's embedding set (the
+    set the statistic used); write curation_comparison.json."""
     from rxcurate.embed import run_embed
+    from rxcurate.manifest import embedding_set_name, filter_embedding_entry
     from rxcurate.phenostats import CANDIDATES, COMPARISON, embed_job, write_comparison
     from rxcurate.select import read_lockfile
 
     cand = folder / CANDIDATES
     if not (cand / "metadata.parquet").is_file():
         return f"no candidates in {cand} (rerun select to rebuild them): {COMPARISON} not written"
-    run_embed(cand, **embed_job(m, m.embeddings[0]), device="auto")  # up to date when a filter used this set
+    entry, block = filter_embedding_entry(m.embeddings, m.filters[0].embeddings) or (m.embeddings[0], None)
+    name = embedding_set_name(str(entry["encoder"])) + (f"/{block}" if block else "")
+    run_embed(cand, **embed_job(m, entry), device="auto")  # up to date: the filter embedded the candidates
     before, _ = _evaluate(cand, name, m.benchmarks, source)
+    after = curated if name == default else _evaluate(folder, name, m.benchmarks, source)[0]
     wells = {"candidates": read_lockfile(cand).table.num_rows, "curated": read_lockfile(folder).table.num_rows}
-    write_comparison(folder, name, before, curated, wells)
+    write_comparison(folder, name, before, after, wells)
     return f"{COMPARISON}: {len(before)} benchmark(s), {wells['curated']:,} of {wells['candidates']:,} wells kept"
+
+
+@contextlib.contextmanager
+def engine_session(engine: str, address: str | None) -> Iterator[None]:
+    """Nothing for the local engine; for ``ray``, one Ray session (connect to ``address``, else start a local Ray)
+    that compress and embed both run in (their own sessions reuse it)."""
+    if engine != "ray":
+        yield
+        return
+    from rxcurate.ray_engine import ray_session
+
+    with ray_session(address, CompressError):
+        yield
 
 
 def run_release(
@@ -146,6 +182,38 @@ def run_release(
     seed: int = 0,
     workers: int | None = None,
     validate: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+) -> ReleaseSummary:
+    """The whole release (see the module doc). ``engine`` ``ray`` runs compress and embed as Ray Data pipelines in
+    one Ray session, started before compress and shut down after embed (``address``: None = a local Ray, ``auto``,
+    HOST:PORT or ray://HOST:10001); same bytes as ``local``. Engine and address are checked before any work."""
+    if engine not in ("local", "ray"):
+        raise CompressError(f"--engine: bad value {engine!r}; valid: local, ray")
+    if engine == "ray":
+        from rxcurate.ray_engine import check_ray
+
+        check_ray(address, CompressError)
+    with contextlib.ExitStack() as ray_scope:
+        return _run_release(manifest_path, source=source, target=target, hub=hub, workdir=workdir,
+                            synth_preset=synth_preset, seed=seed, workers=workers, validate=validate, engine=engine,
+                            address=address, ray_scope=ray_scope)
+
+
+def _run_release(
+    manifest_path: Path,
+    *,
+    source: Path | None,
+    target: str,
+    hub: Path | None,
+    workdir: Path | None,
+    synth_preset: str,
+    seed: int,
+    workers: int | None,
+    validate: bool,
+    engine: str,
+    address: str | None,
+    ray_scope: contextlib.ExitStack,
 ) -> ReleaseSummary:
     from rxcurate.commands.embed import manifest_jobs
     from rxcurate.compress import compress
@@ -153,7 +221,7 @@ def run_release(
     from rxcurate.encoders import encoder_dirname
     from rxcurate.manifest import load_manifest
     from rxcurate.publish import publish
-    from rxcurate.release import assemble
+    from rxcurate.release import assemble, default_embedding_set
     from rxcurate.select import read_lockfile, select
 
     m = load_manifest(manifest_path)
@@ -181,28 +249,34 @@ def run_release(
         status["select"] = "done"
     log(f"select: {status['select']}")
 
-    res = compress(m, source=source, workdir=folder, workers=workers or min(os.cpu_count() or 1, 8))
+    ray_scope.enter_context(engine_session(engine, address))  # engine ray: one session for compress and embed
+    res = compress(m, source=source, workdir=folder, engine=engine, address=address,
+                   workers=workers or (None if engine == "ray" else min(os.cpu_count() or 1, 8)))
     status["compress"] = "up to date" if res.up_to_date else "done"
     log(f"compress: {status['compress']}")
 
-    emb_paths: list[Path] = []
+    emb_paths: list[list[Path]] = []
     for job in manifest_jobs(manifest_path, 256) if m.embeddings else []:
-        emb_paths.extend(run_embed(folder, **job, device="auto"))
-    status["embed"] = f"{len(emb_paths)} embedding set(s)"
+        emb_paths.append(run_embed(folder, **job, device="auto", engine=engine, address=address))
+    status["embed"] = f"{sum(len(p) for p in emb_paths)} embedding set(s)"
     log(f"embed: {status['embed']}")
+    ray_scope.close()  # engine ray: the session ends after embed
+
+    if m.embeddings and "probe" in m.embeddings[0]:
+        status["probe"] = _probe(m, folder, Path(source), [p.parent.name for p in emb_paths[0][1:]])
+        log(f"probe: {status['probe']}")
 
     results: dict[str, Any] = {}
     evaluated = 0
     if m.embeddings:
-        name = encoder_dirname(m.embeddings[0]["encoder"])
+        name = default_embedding_set(m, folder) or encoder_dirname(m.embeddings[0]["encoder"])
         hint = ("the release is curated by select.filters, which may keep too few perturbations for {bid}: drop it "
                 "from benchmarks, or raise p_below / narrow apply_to") if m.filters else ""
         results, evaluated = _evaluate(folder, name, m.benchmarks, Path(source), hint)
     status["evaluate"] = f"{evaluated} evaluated, {len(results) - evaluated} up to date"
     log(f"evaluate: {status['evaluate']}")
     if m.filters and m.embeddings:
-        status["curation"] = _compare_curation(m, folder, encoder_dirname(m.embeddings[0]["encoder"]), Path(source),
-                                               results)
+        status["curation"] = _compare_curation(m, folder, name, Path(source), results)
         log(f"curation: {status['curation']}")
 
     asm = assemble(m, folder)

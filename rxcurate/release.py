@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from rxcurate import __version__
 from rxcurate.errors import CardError, RxcurateError
 from rxcurate.io import atomic_write_text, read_json, sha256_file
-from rxcurate.manifest import Manifest, data_version, parse_manifest
+from rxcurate.manifest import Manifest, data_version, embedding_set_name, parse_manifest
 
 RELEASE_FORMAT = 1
 RELEASE_JSON = "release.json"
@@ -43,7 +43,7 @@ REPORT = "compression_report.json"
 CHECKSUMS = "checksums.json"
 TOP_FILES = (LOCKFILE, METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS, CHANGELOG,
              "phenostats.parquet", "curation.json", "curation_comparison.json")  # rxcurate.phenostats (filters)
-TREE_DIRS = ("embeddings", "benchmarks", "polaris")
+TREE_DIRS = ("embeddings", "benchmarks", "polaris", "probe")  # probe: rxcurate.blockprobe tables, when run
 EMBEDDINGS_FILE = "embeddings.parquet"
 DEFINITIONS_DIR = "benchmarks/definitions"
 RESULTS_DIR = "benchmarks/results"
@@ -258,6 +258,12 @@ def read_inputs(manifest: Manifest, folder: str | os.PathLike[str]) -> ReleaseIn
             raise CardError(f"{manifest.path}: embeddings lists encoder {spec['encoder']!r} but {root}/embeddings/"
                             f"{encoder_dirname(spec['encoder'])}/{EMBEDDINGS_FILE} is missing: run rxcurate embed "
                             f"{manifest.path} --encoder {spec['encoder']}")
+    if manifest.embeddings and "block" in manifest.embeddings[0]:
+        default = default_embedding_set(manifest, root)
+        if default not in {e.name for e in embeddings}:
+            raise CardError(f"{manifest.path}: the default embedding set {default} (embeddings[0].block) is missing "
+                            f"under {root}/embeddings: rerun rxcurate release")
+        embeddings.sort(key=lambda e: e.name != default)  # the default set first
     benchmarks = discover_benchmarks(root)
     by_id = {b.id: b for b in benchmarks}
     for bid in manifest.benchmarks:
@@ -316,6 +322,25 @@ def results_summary(benchmarks: list[BenchmarkEntry]) -> dict[str, dict[str, dic
     return out
 
 
+def default_embedding_set(manifest: Manifest, folder: Path) -> str | None:
+    """The release's default embedding set (evaluated, listed first): the first ``embeddings`` entry's encoder, or
+    its ``block`` (a number, or ``best`` = the block ``probe/<encoder>/probe.json`` chose)."""
+    if not manifest.embeddings:
+        return None
+    entry = manifest.embeddings[0]
+    name = embedding_set_name(str(entry["encoder"]))
+    block = entry.get("block")
+    if block is None:
+        return name
+    if block == "best":
+        probe = Path(folder) / "probe" / name / "probe.json"
+        if not probe.is_file():
+            raise CardError(f"{probe} is missing: block: best needs the probe's choice; run rxcurate release (or "
+                            f"rxcurate probe {manifest.path.name} --encoder {entry['encoder']})")
+        return f"{name}/{json.loads(probe.read_text())['best_block']}"
+    return f"{name}/block{int(block):02d}"
+
+
 def counts(inputs: ReleaseInputs) -> dict[str, Any]:
     skipped = inputs.report.get("skipped_wells", []) or []
     return {
@@ -357,6 +382,8 @@ def build_release_json(inputs: ReleaseInputs, card_data_hash: str,
         "benchmarks": [{"id": b.id, "definition": b.definition_path, "results": sorted(b.results)}
                        for b in inputs.benchmarks],
         "polaris": sorted(inputs.polaris),
+        **({"default_embeddings": default_embedding_set(m, inputs.folder)}
+           if m.embeddings and "block" in m.embeddings[0] else {}),
         "results_summary": results_summary(inputs.benchmarks),
         "versions": library_versions(),
     }

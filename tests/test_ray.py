@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import rxcurate.compress as C
@@ -85,6 +87,84 @@ def _count_calls(monkeypatch, module, name: str, arg: str) -> list[int]:
 
     monkeypatch.setattr(module, name, wrapper)
     return seen
+
+
+@pytest.fixture
+def no_ray():
+    """No Ray running in this process (shuts down the module's shared instance if it is up, restores it after)."""
+    ray = pytest.importorskip("ray")
+    was_up = ray.is_initialized()
+    if was_up:
+        ray.shutdown()
+    yield ray
+    if ray.is_initialized():
+        ray.shutdown()
+    if was_up:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+
+
+def test_release_engine_ray_one_session_same_bytes_as_local(no_ray, reference, tiny_rxrx3, tmp_path, monkeypatch):
+    """`rxcurate release --engine ray` starts Ray once around compress and embed, publishes the local engine's bytes
+    and validates."""
+    from rxcurate.publish.local import LocalHub
+
+    ray = no_ray
+    monkeypatch.setenv("RXCURATE_PROGRESS", "0")
+    raw = yaml.safe_load(TINY3.read_text())
+    raw.update(embeddings=[{"encoder": "baseline", "tile_size": TILE}], benchmarks=["perturbation-signal"],
+               card={"repo_id": "test/tiny-ray", "pretty_name": "Tiny (Ray)"})
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    events: list[str] = []
+    real_init, real_shutdown = ray.init, ray.shutdown
+
+    def init(*args, **kwargs):
+        events.append("init")
+        return real_init(*args, **{**kwargs, "num_cpus": 2})
+
+    def shutdown(*args, **kwargs):
+        events.append("shutdown")
+        return real_shutdown(*args, **kwargs)
+
+    def traced(name, real):
+        def wrapper(*args, **kwargs):
+            events.append(f"{name}:{'ray up' if ray.is_initialized() else 'no ray'}")
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    monkeypatch.setattr(R, "encode_units", traced("compress", R.encode_units))
+    monkeypatch.setattr(R, "embed_units", traced("embed", R.embed_units))
+    w, hub = tmp_path / "w", tmp_path / "hub"
+    r = CliRunner().invoke(app, ["release", str(manifest), "--source", str(tiny_rxrx3), "--hub", str(hub),
+                                 "--workdir", str(w), "--engine", "ray", "--workers", "2", "--json"])
+    assert r.exit_code == 0, r.output[-3000:]
+    assert events == ["init", "compress:ray up", "embed:ray up", "shutdown"]  # one session around both stages
+    assert not ray.is_initialized()
+    summary = json.loads(r.stdout)
+    assert summary["validation_ok"] is True and summary["status"]["publish"] == "published"
+    assert digest(w, COMPRESS_OUTPUTS) == digest(reference, COMPRESS_OUTPUTS)
+    assert digest(w, ("embeddings",)) == digest(reference, ("embeddings",))
+    published = LocalHub(hub)
+    for rel, sha in digest(reference, ("data", "embeddings")).items():
+        assert hashlib.sha256(published.read_file("test/tiny-ray", "0.1.0", rel)).hexdigest() == sha, rel
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--engine", "spark"], "error: --engine: bad value 'spark'; valid: local, ray"),
+    (["--engine", "ray", "--address", "127.0.0.1:1"], "error: --address 127.0.0.1:1: no Ray cluster answers"),
+])
+def test_release_bad_engine_or_address_is_refused_before_any_work(flags, message, tiny_rxrx3, tmp_path, capsys):
+    w = tmp_path / "w"
+    with pytest.raises(SystemExit) as exc:
+        main(["release", str(TINY3), "--source", str(tiny_rxrx3), "--hub", str(tmp_path / "hub"), "--workdir",
+              str(w), *flags])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not w.exists() and not (tmp_path / "hub").exists()
 
 
 def test_compress_ray_is_byte_identical_to_local(ray_local, reference, tmp_path):
@@ -202,7 +282,7 @@ def test_ray_missing_names_the_extra(reference, tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in w.iterdir()) == sorted(LOCK_FILES)
 
 
-@pytest.mark.parametrize("command", ["compress", "embed"])
+@pytest.mark.parametrize("command", ["compress", "embed", "release"])
 def test_help_lists_engine_and_address(command):
     result = CliRunner().invoke(app, [command, "--help"])
     assert result.exit_code == 0

@@ -59,6 +59,13 @@ def _dedupe_sites(meta: pd.DataFrame, well_col: str, need: list[str]) -> pd.Data
     """One row per well: per-site metadata (RxRx1) collapses when the well-level columns agree."""
     if not meta[well_col].duplicated().any():
         return meta
+    if "site" in meta.columns and well_col != "site":
+        twice = meta.duplicated(subset=[well_col, "site"])
+        if twice.any():
+            row = meta[twice].iloc[0]
+            raise BenchmarkError(f"metadata: well {row[well_col]!r} site {row['site']!r} has more than one row; "
+                                 "per-site metadata (RxRx1) needs one row per well and site (remove the duplicated "
+                                 "rows)")
     meta = meta.drop(columns=[c for c in SITE_COLUMNS if c in meta.columns and c != well_col])
     nunique = meta[need].astype(str).groupby(meta[well_col].to_numpy()).nunique()
     conflict = nunique.columns[(nunique > 1).any(axis=0)].tolist()

@@ -35,20 +35,9 @@ def manifest_jobs(manifest: Path, tile: int) -> list[dict[str, Any]]:
     if not m.embeddings:
         raise EmbedError(f"{manifest} has no embeddings section: pass --encoder (e.g. --encoder baseline) or add "
                          "embeddings: [{encoder: baseline}] to the manifest")
-    jobs = []
-    for entry in m.embeddings:
-        weights = entry.get("weights")
-        if weights is not None and not Path(weights).is_absolute():
-            weights = m.folder / weights
-        blocks = entry.get("blocks")
-        jobs.append({
-            "encoder_spec": entry["encoder"],
-            "weights": weights,
-            "blocks": ",".join(str(b) for b in blocks) if blocks else None,
-            "tile": int(entry.get("tile_size", tile)),
-            "keep_tiles": bool(entry.get("keep_tiles", False)),
-        })
-    return jobs
+    from rxcurate.manifest import embed_job
+
+    return [embed_job(m, entry, tile) for entry in m.embeddings]
 
 
 def register(app: typer.Typer) -> None:
@@ -76,6 +65,9 @@ def register(app: typer.Typer) -> None:
                                                "JPEG 2000 (default: cores - 1, at most 8; 0 = in-process)."),
         tile: int = typer.Option(256, "--tile", help="Tile side in pixels; each image is cut into a centred grid "
                                  "of tiles (512 -> 4 tiles of 256) whose vectors are averaged per well."),
+        downsample: int | None = typer.Option(None, "--downsample", min=1, help="Average k x k pixel blocks of "
+                                              "each tile before the encoder (k divides --tile): k^2 times less "
+                                              "compute, coarser detail. Default: the manifest entry's, else 1."),
         keep_tiles: bool = typer.Option(False, "--keep-tiles", help="Also write tiles.parquet with one row per tile."),
         strict: bool = typer.Option(False, "--strict", help="Fail (instead of warning) when distinct wells get "
                                     "identical vectors."),
@@ -98,7 +90,10 @@ def register(app: typer.Typer) -> None:
             jobs = manifest_jobs(manifest, tile)
         folder = release_folder(manifest, workdir)
         for job in jobs:
+            job["allow_random"] = job.get("allow_random", False) or allow_random_weights
+            if downsample is not None:
+                job["downsample"] = downsample
             paths = run_embed(folder, **job, device=device, batch_size=batch_size, num_workers=num_workers,
-                              allow_random=allow_random_weights, strict=strict, engine=engine, address=address)
+                              strict=strict, engine=engine, address=address)
             for path in paths:
                 typer.echo(str(path))

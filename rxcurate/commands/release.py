@@ -21,17 +21,26 @@ def register(app: typer.Typer) -> None:
                                      "output.workdir, else build/<name>)."),
         preset: str = typer.Option("demo", "--synth-preset", help="Synthetic preset when no --source is given."),
         seed: int = typer.Option(0, "--seed", help="Seed of the synthetic source."),
-        workers: int = typer.Option(0, "--workers", help="Compression processes (0 = one per core)."),
+        workers: int = typer.Option(0, "--workers", min=0, help="Compression processes (0 = one per core; with "
+                                    "--engine ray: concurrent Ray tasks, 0 = every CPU of the cluster)."),
+        engine: str = typer.Option("local", "--engine", help="local (process pool + DataLoader on this machine) or "
+                                   "ray (compress and embed as Ray Data pipelines in one Ray session; needs "
+                                   "rxcurate[ray]). Same shards, same embeddings."),
+        address: str | None = typer.Option(None, "--address", help="With --engine ray: the Ray cluster to use, "
+                                           "auto (the cluster this machine belongs to), HOST:PORT or "
+                                           "ray://HOST:10001; default: start a local Ray."),
         no_validate: bool = typer.Option(False, "--no-validate", help="Skip validating the published version."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Select, compress, embed, evaluate, write the card, publish and validate — skipping every stage whose
         inputs are unchanged, so a second run with nothing changed does no work and publishes nothing new.
-        Changing selection or transform without bumping the manifest's version is refused at publish."""
+        Changing selection or transform without bumping the manifest's version is refused at publish.
+        With --engine ray, compress and embed run on Ray (a local Ray, or --address) with byte-identical output."""
         from rxcurate.pipeline import run_release
 
         s = run_release(manifest, source=source, target=to, hub=hub, workdir=workdir, synth_preset=preset,
-                        seed=seed, workers=workers or None, validate=not no_validate)
+                        seed=seed, workers=workers or None, validate=not no_validate, engine=engine,
+                        address=address)
         if as_json:
             typer.echo(json.dumps(s.__dict__, indent=2, sort_keys=True, default=str))
         else:

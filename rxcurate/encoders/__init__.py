@@ -53,13 +53,24 @@ def get_encoder(
     tile_size: int = 256,
     precision: str = "auto",
     seed: int = 0,
+    downsample: int = 1,
 ) -> Encoder:
     """Build an encoder for ``channels``-channel tiles of side ``tile_size`` on ``device``.
 
     ``precision`` ``auto`` = bfloat16 autocast for neural encoders on CUDA, float32 otherwise (``bfloat16`` may also be
     forced on CPU; the baseline always computes in float32). ``weights`` is a local
     file; without it, neural encoders refuse unless ``allow_random`` (seeded by ``seed``; for tests).
+    ``downsample`` k > 1: the network is built for ``tile_size / k`` px and each tile is averaged over k x k pixel
+    blocks before it (see :meth:`Encoder.encode`).
     """
+    if not isinstance(downsample, int) or downsample < 1 or tile_size % downsample:
+        raise EmbedError(f"downsample {downsample!r}: give an integer >= 1 that divides the tile size {tile_size} "
+                         "(e.g. downsample 4 with tile 256)")
+    if downsample > 1:
+        enc = get_encoder(name, channels=channels, weights=weights, allow_random=allow_random, device=device,
+                          tile_size=tile_size // downsample, precision=precision, seed=seed)
+        enc.downsample = downsample
+        return enc
     dev = resolve_device(device)
     if channels < 1:
         raise EmbedError(f"channels must be >= 1, got {channels}")

@@ -29,6 +29,8 @@ class Encoder(abc.ABC):
         weights_sha256: sha256 of the weights file, None for weight-free or random-initialised encoders.
         weights_desc: human description of the weights (file name, ``random(seed=0)``, ``none``).
         precision: ``float32`` or ``bfloat16`` (autocast, CUDA only).
+        downsample: k > 1 averages k x k pixel blocks of each input tile (``tile_size * k`` px) before the network,
+            which is built for ``tile_size`` px.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Encoder(abc.ABC):
     weights_desc: str = "none"
     precision: str = "float32"
     device: torch.device = torch.device("cpu")
+    downsample: int = 1
 
     @abc.abstractmethod
     def _encode(self, x: torch.Tensor, blocks: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -58,6 +61,8 @@ class Encoder(abc.ABC):
             raise EmbedError(f"encoder {self.name} has no block(s) {unknown}; valid: {valid}")
         x = x.to(self.device, non_blocking=True)
         with torch.inference_mode():
+            if self.downsample > 1:
+                x = F.avg_pool2d(x.float(), self.downsample).round_().to(torch.uint8)
             out = self._encode(x, blocks)
         return {k: v.float() for k, v in out.items()}
 
@@ -66,8 +71,9 @@ class Encoder(abc.ABC):
             raise EmbedError(f"{self.name} expects uint8 tiles [N, C, T, T], got {tuple(x.shape)} {x.dtype}")
         if self.channels is not None and x.shape[1] != self.channels:
             raise EmbedError(f"{self.name} was built for {self.channels} channels, got {x.shape[1]}")
-        if x.shape[2] != self.tile_size or x.shape[3] != self.tile_size:
-            raise EmbedError(f"{self.name} was built for {self.tile_size}x{self.tile_size} tiles, got "
+        side = self.tile_size * self.downsample
+        if x.shape[2] != side or x.shape[3] != side:
+            raise EmbedError(f"{self.name} was built for {side}x{side} tiles, got "
                              f"{x.shape[2]}x{x.shape[3]} (set --tile to match)")
 
     def flops_per_tile(self, channels: int) -> float | None:
@@ -75,15 +81,18 @@ class Encoder(abc.ABC):
         return None
 
     def info(self) -> dict[str, Any]:
-        return {
+        out = {
             "encoder": self.name,
             "dim": self.dim,
-            "tile_size": self.tile_size,
+            "tile_size": self.tile_size * self.downsample,
             "channels": self.channels,
             "weights": self.weights_desc,
             "weights_sha256": self.weights_sha256,
             "precision": self.precision,
         }
+        if self.downsample > 1:
+            out["downsample"] = self.downsample
+        return out
 
 
 def self_standardize(x: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,14 @@ RXRX3_PRESETS = {
         wells_per_plate=80, empty_controls_per_plate=6, crispr_controls_per_plate=4, image_size=96,
         cells_per_image=45, cell_sigma=2.5,
     ),
+    # tiny, with gene knockouts spread over 3 experiments and modules spanning them: for probes that hold out
+    # whole experiments (rxcurate probe, gene-module task).
+    "tiny-modules": Rxrx3Preset(
+        name="tiny-modules", n_known_genes=36, n_blinded_genes=4, n_modules=6, module_size=(5, 6), guides_per_gene=2,
+        gene_experiments=3, gene_replicates=2, n_compounds=8, compound_experiments=1, compound_replicates=2,
+        wells_per_plate=80, empty_controls_per_plate=6, crispr_controls_per_plate=4, image_size=96,
+        cells_per_image=45, cell_sigma=2.5,
+    ),
     # What `make release` uses: 544x544 images so the default 512 centre crop applies.
     "demo": Rxrx3Preset(
         name="demo", n_known_genes=72, n_blinded_genes=12, n_modules=14, module_size=(3, 5), guides_per_gene=2,
