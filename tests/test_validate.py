@@ -241,48 +241,6 @@ def test_cli_validate_help():
 
 
 # ------------------------------------------------------------------------------------------------ HTTP read path
-@pytest.fixture(scope="module")
-def olah_endpoint(hub, tmp_path_factory):
-    """olah (offline mirror mode) serving the local hub's bare git repositories over the Hub's HTTP read API."""
-    import shutil
-    import socket
-    import sys
-    import time
-    import urllib.request
-
-    exe = Path(sys.executable).with_name("olah-cli")
-    if not exe.exists() and shutil.which("olah-cli") is None:
-        pytest.skip("olah is not installed (pip install olah; it is in the dev extra)")
-    exe = exe if exe.exists() else Path(shutil.which("olah-cli"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    work = tmp_path_factory.mktemp("olah")
-    (work / "olah.toml").write_text(
-        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nmirrors-path = ["{hub}"]\nmirror-scheme = "http"\n'
-        f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\nmetadata-cache-ttl = 0\n'
-        f'repos-path = "{work / "repos"}"\n\n[accessibility]\noffline = true\n')
-    proc = subprocess.Popen([str(exe), "-c", "olah.toml"], cwd=work, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{endpoint}/api/datasets/{REPO_ID}/refs", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.skip("olah exited at start-up")
-                time.sleep(0.2)
-        else:
-            pytest.skip("olah did not start within 30 s")
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.mark.slow
 def test_validate_hf_target_over_http(olah_endpoint):
     from rxcurate.errors import ReleaseValidationError
 
