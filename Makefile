@@ -15,12 +15,13 @@ TARGET ?= local
 WORKDIR ?= build/$(basename $(notdir $(MANIFEST)))
 SEED ?= 0
 
-.PHONY: install install-timm test test-timm test-fast lint release clean help
+.PHONY: install install-timm install-efaar test test-timm test-efaar test-fast lint release clean help
 
 help:
 	@echo "make release   build, publish and validate a release (MANIFEST=, SOURCE=, TARGET= to override)"
-	@echo "make test      run the test suite (then the timm tests in .venv-timm; TIMM=0 skips them)"
-	@echo "make lint      ruff"
+	@echo "make test      run the test suite (then the timm tests in .venv-timm; TIMM=0 skips them, and the"
+	@echo "               comparisons with efaar_benchmarking in .venv-efaar; EFAAR=0 skips them)"
+	@echo "make lint      ruff + mypy (strict on the shared interfaces)"
 	@echo "make install   create/refresh the .venv (idempotent)"
 
 install: $(STAMP)
@@ -32,11 +33,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
 	@touch $(STAMP)
 
-# `make test` = the main suite, then the timm tests in .venv-timm (TIMM=0 skips those).
+# `make test` = the main suite, then the timm tests in .venv-timm (TIMM=0 skips those), then the comparisons with
+# Recursion's reference code in .venv-efaar (EFAAR=0 skips those).
 TIMM ?= 1
+EFAAR ?= 1
 test: install
 	$(BIN)/python -m pytest -q -ra
 	@if [ "$(TIMM)" != "0" ]; then $(MAKE) --no-print-directory test-timm; fi
+	@if [ "$(EFAAR)" != "0" ]; then $(MAKE) --no-print-directory test-efaar; fi
 
 # timm needs a torchvision build matching torch, and PyPI has none for the CPU torch wheel: .venv-timm holds
 # torch + torchvision + timm (PyPI's CUDA builds, which run on the CPU too) and reads every other package from
@@ -63,11 +67,38 @@ $(TIMM_STAMP): $(STAMP)
 test-timm: $(TIMM_STAMP)
 	$(TIMM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_blockprobe_timm.py tests/test_encoders.py -k timm
 
+# The reference: efaar_benchmarking 1.0 (PyPI, Apache-2.0), the code behind the published RxRx3-core numbers.
+# Its declared dependencies are heavy (torch, scvi-tools, geomloss, s3fs, seaborn ...) and its benchmark functions
+# need few of them, so .venv-efaar gets it and geomloss with --no-deps, reads numpy/pandas/scipy/scikit-learn/
+# torch/joblib from .venv (a .pth file, as .venv-timm) and a stub `scvi` (efaar.py imports scvi.model.SCVI at top
+# level for a function the comparisons never call). tests/test_efaar_reference.py skips in .venv, runs here.
+EFAAR_VENV ?= .venv-efaar
+EFAAR_SPEC ?= efaar_benchmarking==1.0 geomloss==0.3.1
+EFAAR_STAMP := $(EFAAR_VENV)/.installed-stamp
+
+install-efaar: $(EFAAR_STAMP)
+
+$(EFAAR_STAMP): $(STAMP)
+	@test -x $(EFAAR_VENV)/bin/python || $(PYTHON) -m venv $(EFAAR_VENV)
+	$(EFAAR_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps $(EFAAR_SPEC)
+	main=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	own=$$($(EFAAR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	echo "import site; site.addsitedir('$$main')" > "$$own/zz_rxcurate_main_venv.pth"; \
+	mkdir -p "$$own/scvi"; echo "" > "$$own/scvi/__init__.py"; \
+	echo "SCVI = None  # stub: the reference comparisons never train scVI" > "$$own/scvi/model.py"
+	$(EFAAR_VENV)/bin/python -c "import efaar_benchmarking.benchmarking, efaar_benchmarking.efaar, rxcurate; \
+		print('efaar_benchmarking ok')"
+	@touch $(EFAAR_STAMP)
+
+test-efaar: $(EFAAR_STAMP)
+	$(EFAAR_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_efaar_reference.py
+
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 lint: install
 	$(BIN)/ruff check rxcurate tests benchmarks
+	$(BIN)/mypy
 
 HUB ?= hub
 
@@ -77,4 +108,4 @@ release: install
 		$(if $(SOURCE),--source $(SOURCE),)
 
 clean:
-	rm -rf build $(TIMM_VENV)
+	rm -rf build $(TIMM_VENV) $(EFAAR_VENV)

@@ -45,8 +45,9 @@ import pyarrow  # noqa: E402
 
 from rxcurate.compress import compress  # noqa: E402
 from rxcurate.io import atomic_write_json  # noqa: E402
+from rxcurate.layout import read_lockfile  # noqa: E402
 from rxcurate.manifest import load_manifest, parse_manifest  # noqa: E402
-from rxcurate.select import _connect, _load_metadata, read_lockfile, run_selection, select  # noqa: E402
+from rxcurate.select import _connect, _load_metadata, run_selection, select  # noqa: E402
 from rxcurate.synth import generate  # noqa: E402
 from rxcurate.transform import crop_image, encode, to_uint8  # noqa: E402
 

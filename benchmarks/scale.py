@@ -43,7 +43,9 @@ from rxcurate import __version__  # noqa: E402
 from rxcurate.compress import compress  # noqa: E402
 from rxcurate.embed import run_embed  # noqa: E402
 from rxcurate.io import atomic_write_json  # noqa: E402
-from rxcurate.select import read_lockfile, select  # noqa: E402
+from rxcurate.layout import read_lockfile  # noqa: E402
+from rxcurate.runners import RayRunner  # noqa: E402
+from rxcurate.select import select  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compress import _bench_manifest as bench_manifest  # noqa: E402
@@ -122,7 +124,7 @@ def _run_compress(m, source: Path, lock_dir: Path, work: Path, cfg: dict) -> dic
         work.mkdir(parents=True)
         shutil.copy2(lock_dir / "lockfile.parquet", work / "lockfile.parquet")
         if cfg["engine"] == "ray":
-            compress(m, source=source, workdir=work, engine="ray", force=True)
+            compress(m, source=source, workdir=work, runner=RayRunner(), force=True)
         else:
             compress(m, source=source, workdir=work, workers=cfg["cores"], force=True)
         return _digest(work / "data")
@@ -135,7 +137,7 @@ def _run_embed(release: Path, work: Path, cfg: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(release, work, ignore=shutil.ignore_patterns("embeddings", ".embed-state"))
         if cfg["engine"] == "ray":
-            run_embed(work, "baseline", tile=TILE, engine="ray", device="cpu")
+            run_embed(work, "baseline", tile=TILE, runner=RayRunner(), device="cpu")
         else:
             run_embed(work, "baseline", tile=TILE, num_workers=cfg["cores"] - 1, device="cpu")
         return _digest(work / "embeddings")

@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 from rxcurate import __version__  # noqa: E402
 from rxcurate.benchmarks.validity import validity  # noqa: E402
 from rxcurate.io import atomic_write_json  # noqa: E402
+from rxcurate.layout import METADATA_PARQUET, embeddings_path  # noqa: E402
+from rxcurate.source import SOURCE_TRUTH_DIR, SYNTH_STAMP, TRUTH_FILES  # noqa: E402
 
 TARGETS = {"auc_roc_max_mean_min": 0.8, "random_baseline_auc_max_dev": 0.1, "recall_0.05_0.95_min": 0.5,
            "shuffled_recall_max": 0.2, "shuffled_auc_max_dev": 0.15}
@@ -57,18 +59,19 @@ def main() -> int:
     ap.add_argument("--shuffle-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "validity.json")
     args = ap.parse_args()
-    emb_path = args.workdir / "embeddings" / args.encoder / "embeddings.parquet"
-    for p in (emb_path, args.workdir / "metadata.parquet", args.source / "truth"):
+    emb_path = embeddings_path(args.workdir, args.encoder)
+    for p in (emb_path, args.workdir / METADATA_PARQUET, args.source / SOURCE_TRUTH_DIR):
         if not p.exists():
             print(f"error: {p} does not exist: run `make release` first (or pass --workdir/--source)", file=sys.stderr)
             return 2
     emb = pd.read_parquet(emb_path)
-    meta = pd.read_parquet(args.workdir / "metadata.parquet")
-    truth = {"relationships": args.source / "truth" / "relationships.csv",
-             "compound_gene_interactions": args.source / "truth" / "compound_gene_interactions.csv"}
+    meta = pd.read_parquet(args.workdir / METADATA_PARQUET)
+    truth = {k: args.source / SOURCE_TRUTH_DIR / f for bid in ("gene-gene-recall", "compound-gene-activity")
+             for k, f in TRUTH_FILES[bid].items()}
     runs = [validity(emb, meta, truth, seed=s) for s in args.shuffle_seeds]
     checks = check(runs)
-    synth = json.loads((args.source / "synth.json").read_text()) if (args.source / "synth.json").is_file() else {}
+    stamp = args.source / SYNTH_STAMP
+    synth = json.loads(stamp.read_text()) if stamp.is_file() else {}
     doc = {
         "benchmark": "validity", "rxcurate": __version__, "python": platform.python_version(),
         "source": {"path": args.source.name, **synth}, "encoder": args.encoder,

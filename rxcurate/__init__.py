@@ -17,6 +17,6 @@ def load(target: str, version: str | None = None, part: str = "images", **kwargs
     """Load one part of a published version: ``images`` -> ``datasets.Dataset`` (``streaming=True``: an
     ``IterableDataset``), ``metadata`` / ``embeddings/<name>`` -> pandas DataFrame. See
     :func:`rxcurate.consume.pull.load` (imported lazily so ``import rxcurate`` stays light)."""
-    from rxcurate.consume.pull import load as _load
+    from rxcurate.consume.pull import load as _load  # lazy: `import rxcurate` stays light
 
     return _load(target, version, part, **kwargs)

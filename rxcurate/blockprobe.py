@@ -27,6 +27,7 @@ Tasks:
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,13 +38,26 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 
 from rxcurate import __version__
 from rxcurate.errors import EmbedError
 from rxcurate.io import atomic_path, atomic_write_json, canonical_hash, sha256_file
+from rxcurate.layout import (
+    METADATA_PARQUET,
+    PROBE_JSON,
+    PROBE_PLOT,
+    PROBE_TABLE,
+    block_set_name,
+    embeddings_path,
+    probe_folder,
+)
 
 TASKS = ("perturbation", "gene-module")
-PROBE_DIR = "probe"
 RXRX3_CONTROLS = ("EMPTY_control", "CRISPR_control")
 
 
@@ -142,9 +156,6 @@ def wells_from_metadata(meta: pd.DataFrame) -> Wells:
 def gene_modules(pairs: pd.DataFrame, genes: Sequence[str], min_genes: int, max_genes: int) -> dict[str, int]:
     """Gene -> module number: connected components of the relationship graph restricted to ``genes`` (undirected,
     self pairs dropped), keeping components of ``min_genes``..``max_genes`` genes, numbered by their smallest gene."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     names = sorted(set(genes))
     index = {g: i for i, g in enumerate(names)}
     a = pairs["entity1"].astype(str).map(index)
@@ -231,10 +242,6 @@ def splits(labels: np.ndarray, experiment: np.ndarray, cfg: ProbeConfig, task: s
 
 def probe_block(x: np.ndarray, labels: np.ndarray, split: Split, cfg: ProbeConfig) -> dict[str, Any]:
     """Fit on ``split.train``, score balanced accuracy on ``split.test``."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
-
     y_train, y_test = labels[split.train], labels[split.test]
     classes = np.unique(y_train)
     row = {"seed": split.seed, "train_wells": int(split.train.sum()), "test_wells": int(split.test.sum()),
@@ -274,6 +281,23 @@ def probe_scores(features: dict[str, np.ndarray], wells: Wells, cfg: ProbeConfig
     return pd.DataFrame(rows, columns=cols)
 
 
+def chance_margin(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """How far a block is above chance: ``above_chance`` = mean over tasks of (mean score - chance), ``spread`` = mean
+    over tasks of the std over seeds, ``beats_chance`` = above_chance > spread (a block within its own seed-to-seed
+    spread of chance is indistinguishable from it)."""
+    rows = [v for v in tasks.values() if v.get("mean") is not None and v.get("chance") is not None]
+    if not rows:
+        return {"above_chance": None, "spread": None, "beats_chance": False}
+    above = float(np.mean([v["mean"] - v["chance"] for v in rows]))
+    spread = float(np.mean([v["std"] or 0.0 for v in rows]))
+    return {"above_chance": above, "spread": spread, "beats_chance": bool(above > spread)}
+
+
+def best_beats_chance(summary: list[dict[str, Any]], best: str) -> bool:
+    """Whether the best block is above chance by more than its spread (else no block is meaningfully "best")."""
+    return bool(next((e.get("beats_chance") for e in summary if e["block"] == best), False))
+
+
 def summarize(scores: pd.DataFrame, blocks: Sequence[str]) -> tuple[list[dict[str, Any]], str]:
     """Per block: mean/std per task over seeds and the overall score (mean over tasks); the best block (highest
     overall score, ties to the earlier block in ``blocks``)."""
@@ -291,6 +315,7 @@ def summarize(scores: pd.DataFrame, blocks: Sequence[str]) -> tuple[list[dict[st
             }
         means = [v["mean"] for v in entry["tasks"].values() if v["mean"] is not None]
         entry["score"] = float(np.mean(means)) if means else None
+        entry.update(chance_margin(entry["tasks"]))
         summary.append(entry)
     scored = [(i, e) for i, e in enumerate(summary) if e["score"] is not None]
     if not scored:
@@ -303,20 +328,12 @@ def summarize(scores: pd.DataFrame, blocks: Sequence[str]) -> tuple[list[dict[st
 # ---------------------------------------------------------------------------------------------------------- I/O
 
 
-def probe_folder(folder: Path, encoder: str) -> Path:
-    from rxcurate.encoders import encoder_dirname
-
-    return Path(folder) / PROBE_DIR / encoder_dirname(encoder)
-
-
 def read_block_features(folder: Path, encoder: str, blocks: Sequence[str], well_ids: np.ndarray
                         ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Block -> features aligned to ``well_ids``, and block -> sha256 of its embeddings.parquet."""
-    from rxcurate.embed import output_dir
-
     feats, shas = {}, {}
     for block in blocks:
-        path = output_dir(folder, encoder, block) / "embeddings.parquet"
+        path = embeddings_path(folder, block_set_name(encoder, block))
         if not path.is_file():
             raise ProbeError(f"{path} is missing: run rxcurate probe (it embeds first) or rxcurate embed --encoder "
                              f"{encoder} --blocks all")
@@ -333,11 +350,12 @@ def read_block_features(folder: Path, encoder: str, blocks: Sequence[str], well_
 
 
 def plot_scores(summary: list[dict[str, Any]], best: str, tasks: Sequence[str], path: Path, title: str) -> None:
-    """Score by block (mean +/- std per task and the overall mean), the best block marked; written atomically."""
-    import matplotlib
+    """Score by block (mean +/- std per task and the overall mean) with the chance level as a dotted line; the best
+    block is marked only when it beats chance by more than its spread (else the plot says none does); atomic."""
+    import matplotlib  # heavy: only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when plotting
 
     x = np.arange(len(summary))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(summary) + 2), 3.6), dpi=100)
@@ -348,9 +366,17 @@ def plot_scores(summary: list[dict[str, Any]], best: str, tasks: Sequence[str], 
     overall = np.array([e["score"] if e["score"] is not None else np.nan for e in summary], dtype=float)
     if len(tasks) > 1:
         ax.plot(x, overall, color="black", linestyle="--", label="mean over tasks")
+    chances = sorted({round(v["chance"], 12) for e in summary for v in e["tasks"].values()
+                      if v.get("chance") is not None})
+    for i, c in enumerate(chances):
+        ax.axhline(c, color="gray", linestyle=":", label="chance" if i == 0 else None)
     b = [e["block"] for e in summary].index(best)
-    ax.axvline(b, color="tab:red", alpha=0.4)
-    ax.annotate(f"best: {best}", (b, overall[b]), textcoords="offset points", xytext=(4, 6), color="tab:red")
+    if best_beats_chance(summary, best):
+        ax.axvline(b, color="tab:red", alpha=0.4)
+        ax.annotate(f"best: {best}", (b, overall[b]), textcoords="offset points", xytext=(4, 6), color="tab:red")
+    else:
+        ax.annotate("no block beats chance by more than its spread", (0.02, 0.95), xycoords="axes fraction",
+                    va="top", color="tab:red", fontsize=8)
     ax.set_xticks(x, [e["block"].removeprefix("block") for e in summary])
     ax.set_xlabel("block")
     ax.set_ylabel("balanced accuracy (held-out experiments)")
@@ -362,19 +388,21 @@ def plot_scores(summary: list[dict[str, Any]], best: str, tasks: Sequence[str], 
     plt.close(fig)
 
 
+PROBE_FORMAT = 2  # 2: chance margins and best_beats_chance in probe.json (earlier results are recomputed)
+
+
 def result_key(cfg: ProbeConfig, encoder: str, blocks: Sequence[str], shas: dict[str, str], meta_sha: str,
                relationships_sha: str | None) -> str:
-    return canonical_hash({"rxcurate": __version__, "config": {**asdict(cfg), "relationships": None},
+    return canonical_hash({"rxcurate": __version__, "format": PROBE_FORMAT,
+                           "config": {**asdict(cfg), "relationships": None},
                            "relationships_sha256": relationships_sha, "encoder": encoder, "blocks": list(blocks),
                            "embeddings_sha256": shas, "metadata_sha256": meta_sha})
 
 
 def load_probe(folder: Path, encoder: str) -> dict[str, Any] | None:
-    path = probe_folder(folder, encoder) / "probe.json"
+    path = probe_folder(folder, encoder) / PROBE_JSON
     if not path.is_file():
         return None
-    import json
-
     return json.loads(path.read_text())
 
 
@@ -386,7 +414,7 @@ def run_probe(folder: str | Path, encoder: str, blocks: Sequence[str], cfg: Prob
     if not blocks:
         raise ProbeError(f"encoder {encoder}: no blocks to probe (give --blocks all, or an encoder with transformer "
                          "blocks: openphenom, timm:<vit>)")
-    meta_path = folder / "metadata.parquet"
+    meta_path = folder / METADATA_PARQUET
     if not meta_path.is_file():
         raise ProbeError(f"{meta_path} is missing: run rxcurate compress first")
     wells = wells_from_metadata(pd.read_parquet(meta_path))
@@ -395,23 +423,25 @@ def run_probe(folder: str | Path, encoder: str, blocks: Sequence[str], cfg: Prob
     key = result_key(cfg, encoder, blocks, shas, sha256_file(meta_path), rel_sha)
     out = probe_folder(folder, encoder)
     done = load_probe(folder, encoder)
-    if (done and done.get("result_key") == key and (out / "probe.parquet").is_file()
-            and (out / "probe.png").is_file()):
-        return ProbeResult(encoder, list(blocks), done["best_block"], pd.read_parquet(out / "probe.parquet"),
+    if (done and done.get("result_key") == key and (out / PROBE_TABLE).is_file()
+            and (out / PROBE_PLOT).is_file()):
+        return ProbeResult(encoder, list(blocks), done["best_block"], pd.read_parquet(out / PROBE_TABLE),
                            done["summary"], out, up_to_date=True)
     scores = probe_scores(feats, wells, cfg)
     summary, best = summarize(scores, blocks)
-    with atomic_path(out / "probe.parquet", suffix=".parquet") as tmp:
+    with atomic_path(out / PROBE_TABLE, suffix=".parquet") as tmp:
         pq.write_table(pa.Table.from_pandas(scores, preserve_index=False), tmp)
-    plot_scores(summary, best, cfg.tasks, out / "probe.png", f"{encoder}: linear probes on held-out experiments")
+    plot_scores(summary, best, cfg.tasks, out / PROBE_PLOT, f"{encoder}: linear probes on held-out experiments")
     doc = {
         "encoder": encoder, "blocks": list(blocks), "tasks": list(cfg.tasks), "best_block": best,
+        "best_beats_chance": best_beats_chance(summary, best),
         "summary": summary,
         "config": {**asdict(cfg), "relationships": Path(cfg.relationships).name if cfg.relationships else None},
         "inputs": {"embeddings_sha256": shas, "metadata_sha256": sha256_file(meta_path),
                    "relationships_sha256": rel_sha},
-        "rule": "highest mean over tasks of the mean balanced accuracy over seeds; ties to the earlier block",
+        "rule": "highest mean over tasks of the mean balanced accuracy over seeds; ties to the earlier block; "
+                "meaningful only when best_beats_chance (above chance by more than the std over seeds)",
         "rxcurate": __version__, "result_key": key,
     }
-    atomic_write_json(out / "probe.json", doc)  # last: its key marks the outputs complete
+    atomic_write_json(out / PROBE_JSON, doc)  # last: its key marks the outputs complete
     return ProbeResult(encoder, list(blocks), best, scores, summary, out)

@@ -17,11 +17,30 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from rxcurate.errors import CardError, RxcurateError
-from rxcurate.io import canonical_hash
-from rxcurate.release import CHANGELOG, ReleaseInputs, headline, latest_entry, result_set_name
+import pyarrow.parquet as pq
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from rxcurate.errors import CardError
+from rxcurate.io import canonical_hash, read_json
+from rxcurate.layout import (
+    CARD,
+    CHANGELOG,
+    COMPARISON,
+    CURATION,
+    DATA_DIR,
+    METADATA_PARQUET,
+    PHENOSTATS,
+    PROBE_DIR,
+    PROBE_JSON,
+    PROBE_PLOT,
+    result_set_name,
+)
+from rxcurate.release_inputs import ReleaseInputs, headline
+from rxcurate.schemas import validate
+from rxcurate.shards import SCHEMA
 
 PROSE_START = "<!-- rxcurate:prose {name} -->"
 PROSE_END = "<!-- rxcurate:end-prose {name} -->"
@@ -34,17 +53,25 @@ DEFAULT_TAGS = ["biology", "microscopy", "cell-painting"]
 
 
 # --------------------------------------------------------------------------------------------------- parsing
-def split_card(text: str, error_cls: type[RxcurateError] = CardError, what: str = "README.md") -> tuple[dict, str]:
-    """``(front matter dict, body)`` of a card, parsed with huggingface_hub's DatasetCard."""
-    from huggingface_hub import DatasetCard
+def latest_entry(changelog: str) -> str:
+    """The first ``## `` section of a changelog."""
+    at = changelog.find("## ")
+    if at < 0:
+        return ""
+    nxt = changelog.find("\n## ", at + 3)
+    return changelog[at: nxt if nxt >= 0 else len(changelog)].strip() + "\n"
 
+
+def split_card(text: str, what: str = CARD) -> tuple[dict, str]:
+    """``(front matter dict, body)`` of a card, parsed with huggingface_hub's DatasetCard; raise :class:`CardError`
+    naming ``what``."""
     if not text.startswith("---\n"):
-        raise error_cls(f"{what}: a dataset card starts with YAML front matter between '---' lines; regenerate it "
+        raise CardError(f"{what}: a dataset card starts with YAML front matter between '---' lines; regenerate it "
                         f"with rxcurate card MANIFEST")
     try:
         card = DatasetCard(text, ignore_metadata_errors=False)
     except Exception as exc:  # noqa: BLE001 - yaml / metadata errors of several types
-        raise error_cls(f"{what}: the front matter is not valid card YAML ({' '.join(str(exc).split())[:200]}); "
+        raise CardError(f"{what}: the front matter is not valid card YAML ({' '.join(str(exc).split())[:200]}); "
                         f"regenerate it with rxcurate card MANIFEST") from None
     return card.data.to_dict(), card.text
 
@@ -57,9 +84,9 @@ def prose_blocks(body: str) -> dict[str, str]:
     return {m.group("name"): m.group("text") for m in PROSE_RE.finditer(body)}
 
 
-def card_data_hash(text: str, error_cls: type[RxcurateError] = CardError, what: str = "README.md") -> str:
+def card_data_hash(text: str, what: str = CARD) -> str:
     """Hash of the card without its prose: front matter + body with prose blocks emptied."""
-    return data_hash_of(*split_card(text, error_cls, what))
+    return data_hash_of(*split_card(text, what))
 
 
 def data_hash_of(meta: dict[str, Any], body: str) -> str:
@@ -88,14 +115,12 @@ def size_category(n: int) -> str:
 
 
 def _features_yaml(schema) -> list[dict[str, Any]]:
-    import datasets
+    import datasets  # heavy: only when writing a card
 
     return datasets.Features.from_arrow_schema(schema)._to_yaml_list()
 
 
 def _parquet_info(path) -> tuple[Any, int, int, int]:
-    import pyarrow.parquet as pq
-
     f = pq.ParquetFile(path)
     md = f.metadata
     return f.schema_arrow, md.num_rows, sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)), \
@@ -107,18 +132,17 @@ def card_metadata(inputs: ReleaseInputs) -> dict[str, Any]:
     m = inputs.manifest
     card = m.card
     configs: list[dict[str, Any]] = [
-        {"config_name": IMAGES_CONFIG, "data_files": [{"split": "train", "path": "data/train-*"}], "default": True},
-        {"config_name": METADATA_CONFIG, "data_files": [{"split": "train", "path": "metadata.parquet"}]},
+        {"config_name": IMAGES_CONFIG, "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-*"}],
+         "default": True},
+        {"config_name": METADATA_CONFIG, "data_files": [{"split": "train", "path": METADATA_PARQUET}]},
     ]
     infos: list[dict[str, Any]] = []
-    from rxcurate.shards import SCHEMA
-
     num_bytes = sum(s["arrow_bytes"] for s in inputs.shards)
     download = sum(s["bytes"] for s in inputs.shards)
     infos.append({"config_name": IMAGES_CONFIG, "features": _features_yaml(SCHEMA),
                   "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": inputs.images}],
                   "download_size": download, "dataset_size": num_bytes})
-    schema, rows, nbytes, size = _parquet_info(inputs.folder / "metadata.parquet")
+    schema, rows, nbytes, size = _parquet_info(inputs.folder / METADATA_PARQUET)
     infos.append({"config_name": METADATA_CONFIG, "features": _features_yaml(schema),
                   "splits": [{"name": "train", "num_bytes": nbytes, "num_examples": rows}],
                   "download_size": size, "dataset_size": nbytes})
@@ -142,8 +166,6 @@ def card_metadata(inputs: ReleaseInputs) -> dict[str, Any]:
 
 def card_yaml(meta: dict[str, Any]) -> str:
     """YAML of the front matter through huggingface_hub's DatasetCardData (the Hub's own serialisation)."""
-    from huggingface_hub import DatasetCardData
-
     return DatasetCardData(**meta).to_yaml()
 
 
@@ -246,14 +268,13 @@ def _selection(inputs: ReleaseInputs) -> str:
 
 
 def _curation(inputs: ReleaseInputs) -> str | None:
-    from rxcurate.phenostats import card_section  # select.filters: stats table, kept/dropped, before/after
-
+    """select.filters: stats table, kept/dropped, before/after."""
     return card_section(inputs.folder)
 
 
 def _probe(inputs: ReleaseInputs) -> str | None:
     """Block probe tables (rxcurate probe / embeddings[0].probe): score by block, the chosen default set."""
-    docs = sorted((inputs.folder / "probe").glob("*/probe.json")) if (inputs.folder / "probe").is_dir() else []
+    docs = sorted((inputs.folder / PROBE_DIR).glob(f"*/{PROBE_JSON}")) if (inputs.folder / PROBE_DIR).is_dir() else []
     if not docs:
         return None
     m = inputs.manifest
@@ -267,13 +288,14 @@ def _probe(inputs: ReleaseInputs) -> str | None:
         doc = json.loads(path.read_text())
         tasks = list(doc["tasks"])
         cfg = doc.get("config", {})
+        meaningful = bool(doc.get("best_beats_chance"))
         rows = []
         for e in doc["summary"]:
             cells = []
             for t in tasks:
                 v = e["tasks"].get(t, {})
                 cells.append("n/a" if v.get("mean") is None else f"{v['mean']:.3f} +/- {v['std']:.3f}")
-            best = e["block"] == doc["best_block"]
+            best = e["block"] == doc["best_block"] and meaningful
             rows.append([f"**{e['block']}**" if best else e["block"], *cells,
                          "n/a" if e["score"] is None else f"{e['score']:.3f}", "best" if best else ""])
         chance = {t: doc["summary"][0]["tasks"].get(t, {}).get("chance") for t in tasks}
@@ -284,8 +306,14 @@ def _probe(inputs: ReleaseInputs) -> str | None:
                   f"{cfg.get('holdout')}; chance level "
                   + ", ".join(f"{t} {c:.3f}" for t, c in chance.items() if c is not None) + ".", "",
                   _table(["block", *tasks, "mean over tasks", ""], rows), "",
-                  f"Best block: `{doc['best_block']}` ({doc.get('rule', 'highest mean score')})."
+                  (f"Best block: `{doc['best_block']}` ({doc.get('rule', 'highest mean score')})." if meaningful else
+                   f"No block beats chance by more than its spread (std over seeds), so none is called best; "
+                   f"`{doc['best_block']}` is only the tie-break choice ({doc.get('rule', 'highest mean score')}).")
                   + (" It is this release's default embedding set." if chosen == "best" else ""), ""]
+        plot = path.parent / PROBE_PLOT
+        if plot.is_file():
+            rel = plot.relative_to(inputs.folder).as_posix()
+            parts += [f"![Block probe scores of {doc['encoder']} by block, chance level dotted]({rel})", ""]
     return "\n".join(parts)
 
 
@@ -349,6 +377,39 @@ def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, tree)]
 
 
+def _protocol_lines(d: dict[str, Any]) -> list[str]:
+    """Which published protocol the definition follows and whether its numbers can be compared with the published
+    figures (docs/comparing.md lists every difference)."""
+    proto = d.get("protocol")
+    if not proto:
+        return ["Protocol: not stated by the definition; do not compare with published figures.", ""]
+    line = (f"Protocol: {proto['name']}. Comparable with published figures: "
+            f"{'yes' if proto.get('comparable') else 'no'}.")
+    diffs = proto.get("differences") or []
+    if diffs:
+        line += " Differences: " + "; ".join(diffs) + "."
+    return [line, ""]
+
+
+def _curation_flag(inputs: ReleaseInputs, benchmark_id: str) -> list[str]:
+    """Curation honesty: a release filtered (select.filters) on a statistic that is also this benchmark's metric
+    scores the filter's own criterion on the perturbations it kept; say so next to the numbers."""
+    if not (inputs.folder / CURATION).is_file():
+        return []
+    rep = read_json(inputs.folder / CURATION)
+    stat = rep.get("statistic") or {}
+    filters = rep.get("filters") or []
+    if stat.get("benchmark") != benchmark_id or not filters:
+        return [f"Computed on the curated release: only perturbations that passed `select.filters` "
+                f"({', '.join(sorted({f['stat'] for f in filters}))}) are scored.", ""] if filters else []
+    metrics = stat.get("metrics") or ["consistency"]
+    stats = ", ".join(f"`{f['stat']}` on `{f['embeddings']}`" for f in filters)
+    return [f"**Curation flag:** this release was filtered (`select.filters`: {stats}) on the same statistic as "
+            f"this benchmark's {', '.join(f'`{m}`' for m in metrics)} metrics, so those numbers score the filter's "
+            "own criterion on the perturbations it kept: they are high by construction and are not evidence about "
+            "the embeddings. The candidates' numbers before the filter are in the curation section.", ""]
+
+
 def _benchmarks(inputs: ReleaseInputs) -> str:
     if not inputs.benchmarks:
         return "## Benchmarks\n\nNo benchmarks are published with this version.\n"
@@ -362,6 +423,8 @@ def _benchmarks(inputs: ReleaseInputs) -> str:
         parts += [f"### {b.id}: {title}" + (f" (v{d['version']})" if d.get("version") else ""), ""]
         if d.get("description"):
             parts += [d["description"], ""]
+        parts += _protocol_lines(d)
+        parts += _curation_flag(inputs, b.id)
         if d.get("postprocess"):
             seeds = d.get("seeds") or {}
             first, count = int(seeds.get("start", 0)), int(seeds.get("count", 1))
@@ -463,10 +526,8 @@ class CardBuild:
 
 def build_card(inputs: ReleaseInputs, changelog: str) -> CardBuild:
     """The card text and its hashes; the text round-trips through huggingface_hub and our schema."""
-    from rxcurate.schemas import validate
-
     meta = card_metadata(inputs)
-    validate(meta, "card", CardError, "README.md front matter")
+    validate(meta, "card", CardError, f"{CARD} front matter")
     body = card_body(inputs, changelog)
     text = f"---\n{card_yaml(meta)}\n---\n\n{body}"
     parsed, _ = split_card(text)
@@ -474,3 +535,45 @@ def build_card(inputs: ReleaseInputs, changelog: str) -> CardBuild:
         raise CardError("README.md: the front matter does not round-trip through huggingface_hub's DatasetCard "
                         "(a value YAML cannot represent?); check the manifest's card fields")
     return CardBuild(text, meta, card_data_hash(text), card_prose_hash(text))
+
+
+# --------------------------------------------------------------------------------------------------- curation
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "-" if v is None else str(v)
+
+
+def card_section(folder: Path) -> str | None:
+    """The card's curation section (None without ``phenostats.parquet``): filters, stats table, kept/dropped and the
+    before/after benchmarks."""
+    if not (folder / PHENOSTATS).is_file() or not (folder / CURATION).is_file():
+        return None
+    rep = read_json(folder / CURATION)
+    lines = ["### Phenotype-consistency curation", "",
+             "The selection above gave the candidate wells; the release keeps the controls and the perturbations "
+             "passing these filters (statistic: the `perturbation-signal` benchmark's replicate consistency p-value "
+             "against negative-control pseudo-perturbations; a perturbation is a gene over its guides or a compound "
+             "at one concentration).", "",
+             "| stat | embeddings | p below | applies to | keep controls | seed |", "|---|---|---|---|---|---|"]
+    for f in rep["filters"]:
+        lines.append(f"| {f['stat']} | `{f['embeddings']}` | {f['p_below']} | {', '.join(f['apply_to'])} | "
+                     f"{str(f['keep_controls']).lower()} | {f['seed']} |")
+    ph = rep["phenostats"]
+    lines += ["", f"Statistic table: [`{PHENOSTATS}`]({PHENOSTATS}) ({ph['rows']:,} rows, sha256 "
+              f"`{ph['sha256'][:16]}`); report: [`{CURATION}`]({CURATION}). Wells kept: {rep['wells']['kept']:,} of "
+              f"{rep['wells']['candidates']:,}.", "",
+              "| type | perturbations kept | dropped | wells kept | dropped |", "|---|---|---|---|---|"]
+    for t, v in rep["by_perturbation_type"].items():
+        lines.append(f"| {t} | {v['perturbations']['kept']} | {v['perturbations']['dropped']} | {v['wells']['kept']} | "
+                     f"{v['wells']['dropped']} |")
+    if (folder / COMPARISON).is_file():
+        comp = read_json(folder / COMPARISON)
+        lines += ["", f"Release benchmarks before (candidates) and after (curated) the filter, `{comp['embeddings']}` "
+                  f"embeddings ([`{COMPARISON}`]({COMPARISON})):", "",
+                  "| benchmark | metric | candidates | curated |", "|---|---|---|---|"]
+        for bid, pair in comp["benchmarks"].items():
+            before, after = pair.get("candidates") or {}, pair.get("curated") or {}
+            for metric in sorted(set(before) | set(after)):
+                lines.append(f"| {bid} | {metric} | {_fmt(before.get(metric))} | {_fmt(after.get(metric))} |")
+    return "\n".join(lines) + "\n"

@@ -1,12 +1,13 @@
 """`rxcurate compress`: turn the lockfile's source images into versioned Parquet shards, deterministically.
 
-Two phases, both resumable, state in ``<workdir>/.compress-state/``:
+Two phases, both resumable, state in ``<workdir>/.compress-state/`` (:class:`rxcurate.checkpoint.Checkpoint`):
 
 1. **Encode.** Wells, in ``__key__`` order, are cut into fixed units of ``WELLS_PER_UNIT`` wells (a constant, so
-   units never depend on ``--workers`` or timing). A worker (process pool, or in-process when ``workers == 1``)
-   reads each source PNG, checks its sha256 against the lockfile, decodes, crops, converts to 8 bits and encodes
-   it, then writes the unit's encoded images to ``units/uNNNNNN.arrow`` atomically (temp file + rename). A unit
-   file therefore exists only when complete: it is the checkpoint.
+   units never depend on ``--workers`` or timing). The runner (:mod:`rxcurate.runners`: a local process pool,
+   in-process when ``workers == 1``, or Ray tasks) runs :func:`encode_unit` on each pending unit: it reads each
+   source PNG, checks its sha256 against the lockfile, decodes, crops, converts to 8 bits and encodes it, and
+   returns the unit file's bytes, which this process writes to ``units/uNNNNNN.arrow`` atomically (temp file +
+   rename) as they arrive. A unit file therefore exists only when complete: it is the checkpoint.
 2. **Pack.** Once every unit exists, the shard plan is computed from the *actual* encoded sizes (whole wells,
    greedy up to ``output.shard_bytes``) and saved as ``plan.json``; shards are then written one by one
    (atomically) into ``data/``, each followed by a ``done/<shard>.json`` marker with its sha256 and size. Unit
@@ -28,15 +29,10 @@ version removed, and the state folder deleted. A second run whose ``checksums.js
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
-import multiprocessing
 import os
-import shutil
-from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rxcurate.checkpoint import Checkpoint, read_record, remove_temp_files
 from rxcurate.errors import CompressError, ManifestError
 from rxcurate.io import (
     atomic_path,
@@ -57,32 +54,39 @@ from rxcurate.io import (
     sha256_bytes,
     sha256_file,
 )
+from rxcurate.layout import (
+    CHECKSUMS,
+    COMPRESS_STATE,
+    DATA_DIR,
+    METADATA_CSV,
+    METADATA_PARQUET,
+    REPORT,
+    SHARD_GLOB,
+    Lockfile,
+    read_lockfile,
+    shard_name,
+)
 from rxcurate.manifest import Manifest, Transform, data_version
 from rxcurate.progress import log, progress
-from rxcurate.select import Lockfile, check_crop_fits, read_lockfile
-from rxcurate.shards import SHARD_GLOB, shard_name, write_shard
-from rxcurate.source import RXRX1
-from rxcurate.transform import decode, max_abs_error, psnr, transform_image
+from rxcurate.runners import LocalRunner, Runner
+from rxcurate.shards import pack, write_shard
+from rxcurate.source import RXRX1, read_regular_file
+from rxcurate.transform import check_crop_fits, decode, max_abs_error, psnr, transform_image
 
-STATE_DIR = ".compress-state"
 STATE_FORMAT = 1
 WELLS_PER_UNIT = 8
 UNIT_META_KEY = b"rxcurate.unit"
-DATA_DIR = "data"
-METADATA_CSV = "metadata.csv"
-METADATA_PARQUET = "metadata.parquet"
-REPORT = "compression_report.json"
-CHECKSUMS = "checksums.json"
+DONE_DIR = "done"  # in the state folder: one marker per finished shard
+PLAN = "plan.json"  # in the state folder: the shard plan, once every unit is encoded
 UNIT_SCHEMA = pa.schema([("well_id", pa.string()), ("__key__", pa.string()), ("data", pa.binary())])
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Phase 1: encode one unit (runs in a worker process)
+# Phase 1: encode one unit (runs in a worker: a process of the pool, a Ray task, or this process)
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UnitTask:
     index: int
-    dest: str
     source: str
     wells: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...]  # (well_id, ((key, relpath, sha256), ...))
     transform: Transform
@@ -96,13 +100,16 @@ def in_sample(key: str, seed: int, threshold: int) -> bool:
     return h < threshold
 
 
-def _encode_image(task: UnitTask, key: str, rel: str, sha: str, stats: dict, samples: list) -> bytes:
+def _encode_image(task: UnitTask, key: str, rel: str, sha: str, stats: dict[str, int],
+                  samples: list[dict[str, Any]]) -> bytes:
     path = Path(task.source) / rel
     fix = "restore it and rerun, or set transform.on_error: skip in the manifest to drop its well"
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except FileNotFoundError:
         raise CompressError(f"{path}: source image is missing; {fix}") from None
+    except IsADirectoryError:
+        raise CompressError(f"{path}: source image is not a regular file (a FIFO, device or folder); {fix}") from None
     except OSError as exc:
         raise CompressError(f"{path}: source image is unreadable ({exc.strerror}); {fix}") from None
     if sha256_bytes(data) != sha:
@@ -133,25 +140,18 @@ def _encode_image(task: UnitTask, key: str, rel: str, sha: str, stats: dict, sam
     return blob
 
 
-def encode_unit(task: UnitTask) -> dict[str, Any]:
-    """Encode every image of a unit and write the unit file; return {index, images, skipped}."""
-    data, summary = encode_unit_bytes(task)
-    atomic_write_bytes(Path(task.dest), data)
-    return summary
-
-
-def encode_unit_bytes(task: UnitTask) -> tuple[bytes, dict[str, Any]]:
+def encode_unit(task: UnitTask) -> tuple[bytes, dict[str, Any]]:
     """Encode every image of a unit; return (the unit file's bytes, {index, images, skipped}). Pure: no writes, so
-    any engine (process pool, Ray task) can run it and the caller writes the checkpoint."""
+    any runner can run it where the source is readable; the stage writes the checkpoint."""
     well_col: list[str] = []
     key_col: list[str] = []
     blobs: list[bytes] = []
     stats = {"clipped_low": 0, "clipped_high": 0, "pixels": 0}
-    samples: list[dict] = []
-    skipped: list[dict] = []
+    samples: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for well_id, images in task.wells:
         well_stats = dict.fromkeys(stats, 0)
-        well_samples: list[dict] = []
+        well_samples: list[dict[str, Any]] = []
         try:
             encoded = [_encode_image(task, k, r, s, well_stats, well_samples) for k, r, s in images]
         except CompressError as exc:
@@ -205,158 +205,99 @@ def _ordered_wells(lock: Lockfile) -> list[tuple[str, tuple[tuple[str, str, str]
     return wells
 
 
-@contextlib.contextmanager
-def _exclusive(state: Path) -> Iterator[None]:
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lock", "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CompressError(f"another rxcurate compress is running on {state.parent}: wait for it to finish "
-                                f"(or use another --workdir)") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+def _state_key(manifest: Manifest, version: str) -> dict[str, Any]:
+    return {"format": STATE_FORMAT, "data_version": version, "wells_per_unit": WELLS_PER_UNIT,
+            "output": {"shard_bytes": manifest.shard_bytes, "row_group_bytes": manifest.row_group_bytes}}
 
 
-def _remove_temp_files(out: Path, state: Path) -> None:
-    """Leftovers of a killed run (atomic_path temp files ``.<name>.<random>.tmp``) of this stage's files only."""
-    patterns = [(state, ".*.tmp"), (state / "units", ".*.tmp"), (state / "done", ".*.tmp"),
-                (out / DATA_DIR, f".{SHARD_GLOB}.*.tmp")]
-    patterns += [(out, f".{name}.*.tmp") for name in (METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS)]
-    for folder, pattern in patterns:
-        if folder.is_dir():
-            for p in folder.glob(pattern):
-                p.unlink(missing_ok=True)
-
-
-def _reset_state(state: Path, key: dict[str, Any]) -> None:
-    """Start over unless the saved state belongs to the same data version and output settings."""
-    meta = state / "state.json"
-    current = read_json(meta) if meta.is_file() else None
-    if current == key:
-        return
-    if current is not None:
-        log(f"discarding compress state of another data version or output settings in {state}")
-    for child in state.iterdir():
-        if child.name == "lock":
-            continue
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    (state / "units").mkdir()
-    (state / "done").mkdir()
-    atomic_write_json(meta, key)
-
-
-def _up_to_date(out: Path, key: dict[str, Any]) -> bool:
-    path = out / CHECKSUMS
-    if not path.is_file() or (out / STATE_DIR / "state.json").exists():
-        return False
-    try:
-        sums = read_json(path)
-    except (OSError, ValueError):
-        return False
-    if sums.get("data_version") != key["data_version"] or sums.get("output") != key["output"]:
+def _up_to_date(out: Path, key: dict[str, Any], state: Checkpoint) -> bool:
+    sums = read_record(out / CHECKSUMS, {"data_version": key["data_version"], "output": key["output"]})
+    if sums is None or state.active:
         return False
     return all((out / rel).is_file() and (out / rel).stat().st_size == v["size"] for rel, v in sums["files"].items())
 
 
-def compress(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
-             workdir: str | os.PathLike[str] | None = None, workers: int | None = 1,
-             force: bool = False, engine: str = "local", address: str | None = None) -> CompressResult:
-    """Compress the lockfile's images into ``<workdir>/data/`` shards plus metadata, report and checksums.
-
-    ``engine`` ``local`` encodes in a process pool of ``workers``; ``ray`` runs phase 1 as a Ray Data pipeline (see
-    :mod:`rxcurate.ray_engine`; ``address`` None = start a local Ray, ``auto`` = the running cluster, ``workers`` =
-    at most that many tasks at once, None = Ray's default). The output bytes do not depend on the engine."""
-    if engine not in ("local", "ray"):
-        raise CompressError(f"--engine: bad value {engine!r}; valid: local, ray")
-    if engine == "ray":
-        from rxcurate.ray_engine import check_ray
-
-        check_ray(address, CompressError)
-    check_manifest_codec(manifest)
-    out = manifest.resolve_workdir(workdir)
-    lock = read_lockfile(out, manifest)
+def _source_folder(manifest: Manifest, lock: Lockfile, source: str | os.PathLike[str] | None) -> Path:
     if source is not None:
-        src = Path(source)
+        src: Path | None = Path(source)
     elif manifest.source_root is not None:
         src = manifest.resolve_source()
     else:
         src = Path(lock.info["source_root"]) if lock.info.get("source_root") else None  # select's local hint
     if src is None or not src.is_dir():
         raise CompressError(f"source folder {src} does not exist: pass --source DIR (the screen rxcurate select read)")
-    check_crop_fits(manifest, list(lock.image_shape))
+    return src
+
+
+def compress(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
+             workdir: str | os.PathLike[str] | None = None, workers: int | None = 1,
+             force: bool = False, runner: Runner | None = None) -> CompressResult:
+    """Compress the lockfile's images into ``<workdir>/data/`` shards plus metadata, report and checksums.
+
+    ``runner`` (default :class:`~rxcurate.runners.LocalRunner`) runs phase 1: locally a process pool of ``workers``
+    (None = one per core), on a :class:`~rxcurate.runners.RayRunner` at most ``workers`` Ray tasks at once (None =
+    every CPU of the cluster). The output bytes do not depend on the runner or ``workers``."""
+    runner = runner or LocalRunner()
+    check_manifest_codec(manifest)
+    out = manifest.resolve_workdir(workdir)
+    lock = read_lockfile(out, manifest)
+    src = _source_folder(manifest, lock, source)
+    check_crop_fits(manifest, lock.image_shape)
     version = data_version(lock.content_hash, manifest.transform_section())
-    key = {"format": STATE_FORMAT, "data_version": version, "wells_per_unit": WELLS_PER_UNIT,
-           "output": {"shard_bytes": manifest.shard_bytes, "row_group_bytes": manifest.row_group_bytes}}
-    if not force and _up_to_date(out, key):
-        shutil.rmtree(out / STATE_DIR, ignore_errors=True)  # a run killed while deleting its finished state
+    key = _state_key(manifest, version)
+    state = Checkpoint(out, COMPRESS_STATE, busy=f"another rxcurate compress is running on {out}: wait for it to "
+                       "finish (or use another --workdir)")
+    if not force and _up_to_date(out, key, state):
+        state.discard()  # a run killed while deleting its finished state
         log(f"{out}: up to date (data version {version[:12]})")
         return CompressResult(out, version, sorted((out / DATA_DIR).glob(SHARD_GLOB)), read_json(out / REPORT), True)
 
-    state = out / STATE_DIR
-    with _exclusive(state):
-        _reset_state(state, key)
-        _remove_temp_files(out, state)
+    with state.locked():
+        if state.reset(key, subdirs=(DONE_DIR,)):
+            log(f"discarding compress state of another data version or output settings in {state.folder}")
+        state.remove_temp_files()
+        remove_temp_files(out / DATA_DIR, [SHARD_GLOB])
+        remove_temp_files(out, [METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS])
         wells = _ordered_wells(lock)
-        if not (state / "plan.json").is_file():
-            _encode_all(manifest, lock, src, wells, state, workers, engine, address)
-            plan = _make_plan(manifest, lock, wells, state, version)
-            atomic_write_json(state / "plan.json", plan, indent=None)
-        plan = read_json(state / "plan.json")
+        plan_path = state.folder / PLAN
+        if not plan_path.is_file():
+            _encode_all(manifest, lock, src, wells, state, workers, runner)
+            atomic_write_json(plan_path, _make_plan(manifest, wells, state, version), indent=None)
+        plan = read_json(plan_path)
         shards = _pack(manifest, plan, state, out)
         result = _finish(manifest, lock, plan, shards, out, version, key)
-        (state / "state.json").unlink()  # first: without it, leftovers are never mistaken for a resumable state
-    shutil.rmtree(state, ignore_errors=True)
+        state.done()
+    state.discard()
     return result
 
 
-def _unit_path(state: Path, index: int) -> Path:
-    return state / "units" / f"u{index:06d}.arrow"
+def _unit_path(state: Checkpoint, index: int) -> Path:
+    return state.unit(f"u{index:06d}.arrow")
 
 
-def _encode_all(manifest: Manifest, lock: Lockfile, src: Path, wells: list, state: Path,
-                workers: int | None, engine: str = "local", address: str | None = None) -> None:
+def _encode_all(manifest: Manifest, lock: Lockfile, src: Path, wells: list[Any], state: Checkpoint,
+                workers: int | None, runner: Runner) -> None:
     n_images = lock.n_images
     want = manifest.transform.report_sample_images
     threshold = min(1 << 64, (want << 64) // max(n_images, 1))
     tasks = []
     for index, start in enumerate(range(0, len(wells), WELLS_PER_UNIT)):
-        tasks.append(UnitTask(index=index, dest=str(_unit_path(state, index)), source=str(src),
-                              wells=tuple(wells[start : start + WELLS_PER_UNIT]), transform=manifest.transform,
-                              dtype=lock.info["image_dtype"], shape=lock.image_shape, sample_threshold=threshold))
-    pending = [t for t in tasks if not Path(t.dest).is_file()]
+        tasks.append(UnitTask(index=index, source=str(src), wells=tuple(wells[start : start + WELLS_PER_UNIT]),
+                              transform=manifest.transform, dtype=lock.info["image_dtype"], shape=lock.image_shape,
+                              sample_threshold=threshold))
+    pending = [t for t in tasks if not _unit_path(state, t.index).is_file()]
     done_images = n_images - sum(len(i) for t in pending for _, i in t.wells)
-    n_workers = max(1, workers or os.cpu_count() or 1)
     if done_images:
         log(f"resuming: {len(tasks) - len(pending)} of {len(tasks)} units already encoded")
     with progress(n_images, "compress", "images") as advance:
         advance(done_images)
-        if engine == "ray" and pending:
-            from rxcurate.ray_engine import encode_units
-
-            encode_units(pending, advance, address=address, workers=workers)
-            return
-        if n_workers == 1 or len(pending) <= 1:
-            for t in pending:
-                advance(encode_unit(t)["images"])
-            return
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(n_workers, len(pending)), mp_context=ctx) as pool:
-            order = {pool.submit(encode_unit, t): i for i, t in enumerate(pending)}
-            remaining = set(order)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
-                for f in sorted(finished, key=order.__getitem__):
-                    exc = f.exception()
-                    if exc is not None:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise exc
-                    advance(f.result()["images"])
+        with contextlib.closing(runner.map(encode_unit, pending, workers=workers)) as results:
+            for i, (data, summary) in results:
+                atomic_write_bytes(_unit_path(state, pending[i].index), data)
+                advance(summary["images"])
 
 
-def _make_plan(manifest: Manifest, lock: Lockfile, wells: list, state: Path, version: str) -> dict[str, Any]:
+def _make_plan(manifest: Manifest, wells: list[Any], state: Checkpoint, version: str) -> dict[str, Any]:
     """Read every unit's sizes and stats; cut shards at whole wells by image bytes."""
     n_units = math.ceil(len(wells) / WELLS_PER_UNIT)
     well_ids: list[str] = []
@@ -364,8 +305,8 @@ def _make_plan(manifest: Manifest, lock: Lockfile, wells: list, state: Path, ver
     well_rows: list[tuple[int, int, int]] = []  # (unit, row start, row stop)
     sizes_all: list[int] = []
     stats = {"clipped_low": 0, "clipped_high": 0, "pixels": 0}
-    samples: list[dict] = []
-    skipped: list[dict] = []
+    samples: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for u in range(n_units):
         table, meta = read_unit(_unit_path(state, u))
         for k in stats:
@@ -385,8 +326,8 @@ def _make_plan(manifest: Manifest, lock: Lockfile, wells: list, state: Path, ver
     if not well_ids:
         raise CompressError(f"every selected well failed to compress (first: {skipped[0]['error'] if skipped else '?'})"
                             f"; fix the source images or the selection")
-    ranges = [list(r) for r in _pack_ranges(well_bytes, manifest.shard_bytes)]
-    shards = []
+    ranges = [list(r) for r in pack(well_bytes, manifest.shard_bytes)]
+    shards: list[dict[str, Any]] = []
     for i, (a, b) in enumerate(ranges):
         segs: list[list[int]] = []
         for u, r0, r1 in well_rows[a:b]:
@@ -397,7 +338,7 @@ def _make_plan(manifest: Manifest, lock: Lockfile, wells: list, state: Path, ver
         shards.append({"name": shard_name(i, len(ranges)), "wells": [a, b], "segments": segs,
                        "bytes": sum(well_bytes[a:b])})
     # the last shard each unit contributes to: a unit file may go once that shard is done
-    unit_last = {}
+    unit_last: dict[int, int] = {}
     for i, s in enumerate(shards):
         for u, _, _ in s["segments"]:
             unit_last[u] = i
@@ -413,13 +354,7 @@ def _make_plan(manifest: Manifest, lock: Lockfile, wells: list, state: Path, ver
     }
 
 
-def _pack_ranges(sizes: list[int], budget: int) -> list[tuple[int, int]]:
-    from rxcurate.shards import pack
-
-    return pack(sizes, budget)
-
-
-def _pack(manifest: Manifest, plan: dict[str, Any], state: Path, out: Path) -> list[dict[str, Any]]:
+def _pack(manifest: Manifest, plan: dict[str, Any], state: Checkpoint, out: Path) -> list[dict[str, Any]]:
     data = out / DATA_DIR
     data.mkdir(parents=True, exist_ok=True)
     ext = manifest.transform.codec.extension
@@ -429,7 +364,7 @@ def _pack(manifest: Manifest, plan: dict[str, Any], state: Path, out: Path) -> l
     with progress(len(shards), "write shards", "shards") as advance:
         for i, s in enumerate(shards):
             dest = data / s["name"]
-            marker = state / "done" / f"{s['name']}.json"
+            marker = state.folder / DONE_DIR / f"{s['name']}.json"
             if marker.is_file() and dest.is_file():
                 done = read_json(marker)
                 if dest.stat().st_size == done["size"]:

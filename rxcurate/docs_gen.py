@@ -10,17 +10,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+import typer
+from typer.testing import CliRunner
+
+from rxcurate.cli import app
+from rxcurate.io import atomic_write_text
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 WIDTH = "100"
 
 
 def _help(args: list[str]) -> str:
-    import typer
-    from typer.testing import CliRunner
-
-    from rxcurate.cli import app
-
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = WIDTH
     try:
@@ -32,15 +33,10 @@ def _help(args: list[str]) -> str:
             os.environ["COLUMNS"] = old
     if result.exit_code != 0:
         raise RuntimeError(f"rxcurate {' '.join(args)} --help failed: {result.output}")
-    _ = typer  # typer is imported for its side effect of registering click types
     return result.output.rstrip() + "\n"
 
 
 def cli_reference() -> str:
-    import typer
-
-    from rxcurate.cli import app
-
     group = typer.main.get_command(app)
     names = list(group.commands)  # type: ignore[attr-defined]
     parts = [
@@ -94,8 +90,6 @@ def manifest_reference() -> str:
 
 
 def write_all() -> list[Path]:
-    from rxcurate.io import atomic_write_text
-
     out = {DOCS / "cli.md": cli_reference(), DOCS / "manifest.md": manifest_reference()}
     for path, text in out.items():
         atomic_write_text(path, text)

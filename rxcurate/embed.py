@@ -11,26 +11,29 @@ Outputs: ``embeddings/<encoder>/embeddings.parquet`` (``well_id``, ``feature_0..
 per well, sorted by ``well_id``) plus ``info.json``; each requested transformer block in
 ``embeddings/<encoder>/<block>/``; with ``keep_tiles`` also ``tiles.parquet`` (one row per tile).
 
+Decoding and encoding run on a :class:`rxcurate.runners.Runner` (:meth:`~rxcurate.runners.Runner.map_then`: decode
+tasks, then an encoder per worker; local: DataLoader workers + this process, Ray: tasks + an actor pool, one GPU per
+actor on CUDA); the batches of a shard are added in batch order whatever the runner, so sums are bitwise equal.
+
 Resumable per shard: each shard's partial sums are checkpointed atomically under
-``WORKDIR/.embed-state/<encoder>/<run key>/``; a rerun after a crash computes only the missing shards and gives the
-same bytes as an uninterrupted run. Outputs are written once, atomically, after the checks (one row per well,
-finite values, identical vectors of distinct wells reported; an error with ``strict``).
+``WORKDIR/.embed-state/<encoder>/units/`` (:class:`rxcurate.checkpoint.Checkpoint`, keyed by the run key); a rerun
+after a crash computes only the missing shards and gives the same bytes as an uninterrupted run. Outputs are written
+once, atomically, after the checks (one row per well, finite values, identical vectors of distinct wells reported; an
+error with ``strict``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
-import os
-import shutil
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,14 +41,28 @@ import pyarrow.parquet as pq
 import torch
 
 from rxcurate import __version__
+from rxcurate.checkpoint import Checkpoint, read_record, remove_temp_files
 from rxcurate.encoders import FINAL, Encoder, encoder_dirname, get_encoder, resolve_blocks, resolve_device
 from rxcurate.errors import EmbedError
 from rxcurate.io import atomic_path, atomic_write_json, canonical_hash, read_json, sha256_file
+from rxcurate.layout import (
+    CHECKSUMS,
+    DATA_DIR,
+    EMBED_STATE,
+    EMBEDDINGS_FILE,
+    INFO_FILE,
+    LOCKFILE,
+    METADATA_PARQUET,
+    REPORT,
+    TILES_FILE,
+    embeddings_path,
+)
+from rxcurate.manifest import embed_job, load_manifest
 from rxcurate.progress import log, progress
+from rxcurate.runners import LocalRunner, Runner
 
 KEY_PATTERN = r"^(?P<experiment>[^/]+)/Plate(?P<plate>[^/]+)/(?P<address>[^/_]+)_s(?P<site>\d+)_(?P<channel>\d+)$"
 KEY_EXAMPLE = "compound-001/Plate1/AA15_s1_1"
-STATE_DIR = ".embed-state"
 ROW_GROUP_CACHE = 4
 MAX_REPORTED_PAIRS = 1000
 DEFAULT_BATCH_CUDA = 256  # tiles per forward pass
@@ -116,7 +133,7 @@ def parse_keys(keys: pa.Array | pa.ChunkedArray) -> dict[str, np.ndarray]:
     }
 
 
-def metadata_wells(table: pa.Table, what: str = "metadata.parquet") -> list[str]:
+def metadata_wells(table: pa.Table, what: str = METADATA_PARQUET) -> list[str]:
     """The sorted unique well ids of a metadata table: one row per well (RxRx3 layout), or, when the table has a
     ``site`` column (RxRx1 layout), one row per (well, site); duplicated rows are an error naming the first."""
     wells = [str(w) for w in table.column("well_id").to_pylist()]
@@ -139,7 +156,7 @@ def metadata_wells(table: pa.Table, what: str = "metadata.parquet") -> list[str]
 
 
 def _read_wells(workdir: Path) -> list[str]:
-    meta = workdir / "metadata.parquet"
+    meta = workdir / METADATA_PARQUET
     if not meta.is_file():
         raise EmbedError(f"{meta} is missing: run `rxcurate compress MANIFEST` first (it writes the metadata table)")
     try:
@@ -149,14 +166,14 @@ def _read_wells(workdir: Path) -> list[str]:
     if "well_id" not in table.column_names:
         raise EmbedError(f"{meta} has no well_id column (columns: {table.column_names[:8]})")
     wells = metadata_wells(table, str(meta))
-    lock = workdir / "lockfile.parquet"
+    lock = workdir / LOCKFILE
     if lock.is_file() and "well_id" in pq.read_schema(lock).names:
         locked = {str(w) for w in pq.read_table(lock, columns=["well_id"]).column(0).to_pylist()}
         extra = sorted(set(wells) - locked)
         if extra:
             raise EmbedError(f"metadata.parquet lists {len(extra)} well(s) absent from lockfile.parquet (e.g. "
                              f"{extra[:3]}); re-run rxcurate compress")
-        report = workdir / "compression_report.json"
+        report = workdir / REPORT
         skipped = set()
         if report.is_file():
             skipped = {str(s.get("well_id")) for s in read_json(report).get("skipped_wells", []) if isinstance(s, dict)}
@@ -186,8 +203,6 @@ class _ImageError(Exception):
 
 
 def _decode(data: bytes | None) -> np.ndarray:
-    import imagecodecs
-
     if not data:
         raise _ImageError("image bytes are empty")
     try:
@@ -208,9 +223,9 @@ def plan_embed(workdir: str | Path, tile: int) -> Plan:
     if not workdir.is_dir():
         raise EmbedError(f"release folder {workdir} does not exist: run `rxcurate compress MANIFEST` first "
                          "(or pass --workdir)")
-    shards = sorted((workdir / "data").glob("*.parquet"))
+    shards = sorted((workdir / DATA_DIR).glob("*.parquet"))
     if not shards:
-        raise EmbedError(f"no shards in {workdir / 'data'}: run `rxcurate compress MANIFEST` first")
+        raise EmbedError(f"no shards in {workdir / DATA_DIR}: run `rxcurate compress MANIFEST` first")
     wells = _read_wells(workdir)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("well_id", "site", "channel", "shard", "rg", "row")}
     for s, path in enumerate(shards):
@@ -227,7 +242,7 @@ def plan_embed(workdir: str | Path, tile: int) -> Plan:
         cols["row"].append(row)
     data = {k: np.concatenate(v) for k, v in cols.items()}
     if len(data["well_id"]) == 0:
-        raise EmbedError(f"the shards in {workdir / 'data'} hold no images: re-run rxcurate compress")
+        raise EmbedError(f"the shards in {workdir / DATA_DIR} hold no images: re-run rxcurate compress")
 
     well_index = {w: i for i, w in enumerate(wells)}
     uniq_wells, inverse = np.unique(data["well_id"].astype(str), return_inverse=True)
@@ -280,7 +295,7 @@ def plan_embed(workdir: str | Path, tile: int) -> Plan:
 # ------------------------------------------------------------------------------------------------ loading (workers)
 
 
-class SiteTiles(torch.utils.data.Dataset):
+class SiteTiles(torch.utils.data.Dataset[dict[str, Any]]):
     """Item ``i`` = the tiles of site ``i``: ``{"index", "tiles" uint8 [k, C, T, T], "error"}`` (errors are returned,
     not raised, so the main process reports them as one line)."""
 
@@ -308,7 +323,8 @@ class SiteTiles(torch.utils.data.Dataset):
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return arr[row].as_py()
+        cell: bytes | None = arr[row].as_py()
+        return cell
 
     def _where(self, shard: int, rg: int, row: int) -> str:
         try:
@@ -348,8 +364,69 @@ def collate_sites(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def default_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+_READERS: dict[tuple[Any, ...], SiteTiles] = {}  # per process: keeps SiteTiles' row-group cache across batches
+
+
+@dataclass(frozen=True)
+class DecodeSites:
+    """Work function of the decode step (picklable): one batch ``(site indices, their Sites)`` -> ``{"error",
+    "index", "counts", "tiles"}`` (uint8 [k, C, T, T]); bad input comes back as ``error``."""
+
+    shards: tuple[str, ...]
+    image_shape: tuple[int, int]
+    tile: int
+
+    def __call__(self, item: tuple[list[int], list[Site]]) -> dict[str, Any]:
+        index, sites = item
+        key = (self.shards, self.image_shape, self.tile)
+        reader = _READERS.get(key)
+        if reader is None:
+            _READERS.clear()
+            reader = _READERS[key] = SiteTiles([Path(s) for s in self.shards], [], self.image_shape, self.tile)
+        reader.sites = list(sites)
+        batch = collate_sites([reader[i] for i in range(len(sites))])
+        if batch["error"]:
+            return {"error": batch["error"]}
+        return {"error": None, "index": np.asarray(index, np.int64), "counts": batch["counts"].numpy(),
+                "tiles": batch["tiles"]}
+
+
+def encode_tiles(enc: Encoder, blocks: Sequence[str], outputs: Sequence[str], batch: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """The encode step: a decoded batch -> its tile vectors per output (errors pass through)."""
+    if batch["error"]:
+        return batch
+    cuda = enc.device.type == "cuda"
+    tiles = batch["tiles"]
+    if cuda and not tiles.is_pinned():
+        tiles = tiles.pin_memory()
+    vectors = enc.encode(tiles.to(enc.device, non_blocking=cuda), list(blocks))
+    return {"error": None, "index": batch["index"], "counts": batch["counts"],
+            "vectors": {k: vectors[k].cpu().numpy() for k in outputs}}
+
+
+class EncodeStep:
+    """Step factory of :meth:`rxcurate.runners.Runner.map_then` (picklable): in this process it reuses the run's
+    encoder ``built``; where it is unpickled (a Ray actor) it rebuilds it from ``encoder_kwargs``
+    (:func:`rxcurate.encoders.get_encoder`)."""
+
+    def __init__(self, encoder_kwargs: dict[str, Any], blocks: Sequence[str], outputs: Sequence[str],
+                 built: Encoder | None = None) -> None:
+        self.encoder_kwargs = dict(encoder_kwargs)
+        self.blocks = list(blocks)
+        self.outputs = list(outputs)
+        self.built = built
+
+    @property
+    def gpu(self) -> bool:
+        return str(self.encoder_kwargs["device"]) == "cuda"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "built": None}
+
+    def __call__(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        enc = self.built if self.built is not None else get_encoder(**self.encoder_kwargs)
+        return functools.partial(encode_tiles, enc, self.blocks, self.outputs)
 
 
 # ------------------------------------------------------------------------------------------- accumulation (compute)
@@ -395,7 +472,7 @@ class UnitSums:
 
 def _save_unit(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
 
 
 def _load_unit(path: Path) -> dict[str, np.ndarray] | None:
@@ -415,7 +492,7 @@ def well_means(n_wells: int, units: Sequence[dict[str, np.ndarray]], key: str) -
         sums[u["wells"]] += u[f"sum_{key}"]
         counts[u["wells"]] += u["counts"]
     if (counts == 0).any():
-        raise EmbedError(f"{int((counts == 0).sum())} well(s) got no tiles; delete {STATE_DIR} and rerun")
+        raise EmbedError(f"{int((counts == 0).sum())} well(s) got no tiles; delete {EMBED_STATE} and rerun")
     return (sums / counts[:, None]).astype(np.float32), counts
 
 
@@ -476,8 +553,9 @@ def _tiles_table(wells: Sequence[str], units: Sequence[dict[str, np.ndarray]], k
 
 
 def output_dir(workdir: Path, encoder_name: str, key: str = FINAL) -> Path:
-    base = Path(workdir) / "embeddings" / encoder_dirname(encoder_name)
-    return base if key == FINAL else base / key
+    """The folder of one output (the encoder's default, or a block) of an encoder's embeddings."""
+    name = encoder_dirname(encoder_name)
+    return embeddings_path(workdir, name if key == FINAL else f"{name}/{key}").parent
 
 
 # ----------------------------------------------------------------------------------------------------- the stage
@@ -501,7 +579,7 @@ def _run_key(plan: Plan, enc: Encoder, blocks: list[str], batch_size: int, keep_
 def _input_fingerprint(plan: Plan) -> Any:
     """Identity of the shards: checksums.json (written by compress) when present, else sizes + mtimes (then the run
     key only names checkpoints and is not recorded in info.json, which must not depend on file times)."""
-    sums = plan.workdir / "checksums.json"
+    sums = plan.workdir / CHECKSUMS
     shards = [[p.name, p.stat().st_size] for p in plan.shards]
     if sums.is_file():
         return {"shards": shards, "checksums_sha256": sha256_file(sums)}
@@ -518,195 +596,141 @@ def _batches(plan: Plan, pending: list[int], sites_per_batch: int) -> tuple[list
     return batches, owner
 
 
-def run_embed(
-    workdir: str | Path,
-    encoder_spec: str,
-    *,
-    device: str = "auto",
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    tile: int = 256,
-    keep_tiles: bool = False,
-    blocks: str | Sequence[str] | None = None,
-    weights: str | Path | None = None,
-    allow_random: bool = False,
-    strict: bool = False,
-    precision: str = "auto",
-    engine: str = "local",
-    address: str | None = None,
-    downsample: int = 1,
-) -> list[Path]:
+@dataclass(frozen=True)
+class EmbedRun:
+    """The settings of one embed run. ``batch_size`` = tiles per forward pass (None: 256 on CUDA, 32 on CPU);
+    ``num_workers`` = decoding workers (local: DataLoader processes, None = cores - 1 at most 8, 0 = in-process;
+    Ray: concurrent decode tasks, None/0 = every free CPU); ``downsample`` k > 1 averages k x k pixel blocks of every
+    tile before the encoder (a tile of T px reaches the network as T/k px: k^2 times less compute, coarser
+    detail)."""
+
+    encoder_spec: str
+    device: str = "auto"
+    batch_size: int | None = None
+    num_workers: int | None = None
+    tile: int = 256
+    keep_tiles: bool = False
+    blocks: str | Sequence[str] | None = None
+    weights: str | Path | None = None
+    allow_random: bool = False
+    strict: bool = False
+    precision: str = "auto"
+    downsample: int = 1
+
+
+def manifest_runs(manifest: Path, tile: int = 256) -> list[EmbedRun]:
+    """The manifest's ``embeddings`` entries as :class:`EmbedRun` s (weights relative to the manifest; ``tile``
+    where an entry names no tile_size)."""
+    if manifest.is_dir():
+        raise EmbedError("--encoder is required when MANIFEST is a release folder (e.g. --encoder baseline)")
+    m = load_manifest(manifest)
+    if not m.embeddings:
+        raise EmbedError(f"{manifest} has no embeddings section: pass --encoder (e.g. --encoder baseline) or add "
+                         "embeddings: [{encoder: baseline}] to the manifest")
+    return [EmbedRun(**embed_job(m, entry, tile)) for entry in m.embeddings]
+
+
+def run_embed(workdir: str | Path, encoder_spec: str, *, runner: Runner | None = None, **settings: Any
+              ) -> list[Path]:
+    """:func:`embed` with the :class:`EmbedRun` settings as keywords."""
+    return embed(workdir, EmbedRun(encoder_spec, **settings), runner)
+
+
+def embed(workdir: str | Path, run: EmbedRun, runner: Runner | None = None) -> list[Path]:
     """Embed every well of the release folder ``workdir``; return the written ``embeddings.parquet`` paths
-    (the encoder's default output first, then one per block). ``batch_size`` = tiles per forward pass (default 256
-    on CUDA, 32 on CPU); ``num_workers`` = decoding processes (default: cores - 1, at most 8).
-
-    ``engine`` ``ray`` decodes in Ray Data CPU tasks and encodes in an actor pool (one GPU per actor on CUDA); see
-    :mod:`rxcurate.ray_engine` (``address``: None = a local Ray, ``auto`` = the running cluster). Same checkpoints,
-    same output bytes as ``local``. ``downsample`` k > 1 averages k x k pixel blocks of every tile before the encoder
-    (a tile of T px reaches the network as T/k px: k^2 times less compute, coarser detail)."""
-    if engine not in ("local", "ray"):
-        raise EmbedError(f"--engine: bad value {engine!r}; valid: local, ray")
-    if engine == "ray":
-        from rxcurate.ray_engine import check_ray
-
-        check_ray(address, EmbedError)
+    (the encoder's default output first, then one per block). ``runner`` (default
+    :class:`~rxcurate.runners.LocalRunner`) decodes and encodes; same checkpoints, same output bytes on any."""
+    runner = runner or LocalRunner()
     workdir = Path(workdir)
-    dev = resolve_device(device)
+    dev = resolve_device(run.device)
+    batch_size = run.batch_size
     if batch_size is None:
         batch_size = DEFAULT_BATCH_CUDA if dev.type == "cuda" else DEFAULT_BATCH_CPU
     if batch_size < 1:
         raise EmbedError(f"--batch-size must be >= 1, got {batch_size}")
-    if num_workers is not None and num_workers < 0:
-        raise EmbedError(f"--num-workers must be >= 0, got {num_workers}")
-    plan = plan_embed(workdir, tile)
-    enc = get_encoder(encoder_spec, channels=len(plan.channels), weights=weights, allow_random=allow_random,
-                      device=dev, tile_size=tile, precision=precision, downsample=downsample)
-    block_list = resolve_blocks(enc, blocks)
-    outputs = [FINAL, *block_list]
-    runner = _embed_units
-    if engine == "ray":
-        from rxcurate.ray_engine import embed_units
-
-        encoder_kwargs = {"name": encoder_spec, "channels": len(plan.channels), "weights": weights,
-                          "allow_random": allow_random, "device": dev.type, "tile_size": tile, "precision": precision,
-                          "downsample": downsample}
-        runner = functools.partial(embed_units, encoder_kwargs=encoder_kwargs, address=address)
-    run_key = _run_key(plan, enc, block_list, batch_size, keep_tiles)
-    content_key = run_key if (workdir / "checksums.json").is_file() else None
-    enc_state = workdir / STATE_DIR / encoder_dirname(enc.name)
-    final_paths = [output_dir(workdir, enc.name, k) / "embeddings.parquet" for k in outputs]
+    if run.num_workers is not None and run.num_workers < 0:
+        raise EmbedError(f"--num-workers must be >= 0, got {run.num_workers}")
+    plan = plan_embed(workdir, run.tile)
+    encoder_kwargs: dict[str, Any] = {"name": run.encoder_spec, "channels": len(plan.channels), "weights": run.weights,
+                                      "allow_random": run.allow_random, "device": dev.type, "tile_size": run.tile,
+                                      "precision": run.precision, "downsample": run.downsample}
+    enc = get_encoder(**{**encoder_kwargs, "device": dev})
+    block_list = resolve_blocks(enc, run.blocks)
+    step = EncodeStep(encoder_kwargs, block_list, [FINAL, *block_list], built=enc)
+    run_key = _run_key(plan, enc, block_list, batch_size, run.keep_tiles)
+    content_key = run_key if (workdir / CHECKSUMS).is_file() else None
+    final_paths = [output_dir(workdir, enc.name, k) / EMBEDDINGS_FILE for k in step.outputs]
 
     if content_key and _up_to_date(final_paths, content_key):
         log(f"embeddings of {enc.name} are up to date ({output_dir(workdir, enc.name)})")
         return final_paths
 
-    with _locked(enc_state):
-        _remove_temp_files(final_paths)
-        paths = _run_locked(plan, enc, block_list, outputs, final_paths, enc_state, run_key, content_key,
-                            batch_size, num_workers, keep_tiles, strict, runner)
-    (enc_state / "lock").unlink(missing_ok=True)
-    for d in (enc_state, enc_state.parent):  # leave no state behind in the release folder
-        if d.is_dir() and not any(d.iterdir()):
-            d.rmdir()
+    state = Checkpoint(workdir, EMBED_STATE, encoder_dirname(enc.name), busy=f"another rxcurate embed of this "
+                       f"encoder is running on {workdir}: wait for it to finish")
+    with state.locked():
+        for path in final_paths:
+            remove_temp_files(path.parent, [EMBEDDINGS_FILE, TILES_FILE, INFO_FILE])
+        state.reset({"run_key": run_key})  # checkpoints of other configurations cannot be resumed by this one
+        shards = [u for u in range(len(plan.shards)) if plan.units[u]]
+        pending = [u for u in shards if not _unit_path(state, u).is_file()]
+        if len(shards) > len(pending):
+            log(f"resuming: {len(shards) - len(pending)} of {len(shards)} shard(s) already embedded")
+        _embed_pending(plan, step, run, batch_size, pending, state, runner, enc.name)
+        units = []
+        for u in shards:
+            arrays = _load_unit(_unit_path(state, u))
+            if arrays is None:
+                _unit_path(state, u).unlink(missing_ok=True)
+                raise EmbedError(f"checkpoint {_unit_path(state, u)} is unreadable and was removed: rerun the same "
+                                 "command")
+            units.append(arrays)
+        paths = _finish(plan, enc, block_list, units, final_paths, run, content_key)
+        state.done()
+    state.discard()  # leave no state behind in the release folder
     return paths
 
 
-@contextlib.contextmanager
-def _locked(state: Path) -> Iterator[None]:
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lock", "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EmbedError(f"another rxcurate embed of this encoder is running on {state.parents[1]}: wait for it "
-                             "to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _remove_temp_files(final_paths: list[Path]) -> None:
-    """Leftovers of a killed run's atomic writes (``.<name>.<random>...tmp``) in this run's output folders."""
-    for path in final_paths:
-        if path.parent.is_dir():
-            for name in ("embeddings.parquet", "tiles.parquet", "info.json"):
-                for tmp in path.parent.glob(f".{name}.*.tmp"):
-                    tmp.unlink(missing_ok=True)
-
-
-def _run_locked(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str], final_paths: list[Path],
-                enc_state: Path, run_key: str, content_key: str | None, batch_size: int, num_workers: int | None,
-                keep_tiles: bool, strict: bool, runner: Callable[..., None] | None = None) -> list[Path]:
-    run_dir = enc_state / run_key[:16]
-    for stale in enc_state.iterdir():  # checkpoints of other configurations cannot be resumed by this one
-        if stale.is_dir() and stale != run_dir:
-            shutil.rmtree(stale)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    unit_path = [run_dir / f"unit-{u:05d}.npz" for u in range(len(plan.shards))]
-    pending = [u for u in range(len(plan.shards)) if plan.units[u] and not unit_path[u].is_file()]
-    resumed = sum(1 for u in range(len(plan.shards)) if plan.units[u]) - len(pending)
-    if resumed:
-        log(f"resuming: {resumed} of {resumed + len(pending)} shard(s) already embedded")
-
-    (runner or _embed_units)(plan, enc, block_list, outputs, pending, unit_path, batch_size, num_workers, keep_tiles)
-
-    units = []
-    for u in range(len(plan.shards)):
-        if not plan.units[u]:
-            continue
-        arrays = _load_unit(unit_path[u])
-        if arrays is None:
-            unit_path[u].unlink(missing_ok=True)
-            raise EmbedError(f"checkpoint {unit_path[u]} is unreadable and was removed: rerun the same command")
-        units.append(arrays)
-    paths = _finish(plan, enc, block_list, outputs, units, final_paths, keep_tiles, strict, content_key)
-    shutil.rmtree(run_dir)
-    return paths
+def _unit_path(state: Checkpoint, shard: int) -> Path:
+    return state.unit(f"unit-{shard:05d}.npz")
 
 
 def _up_to_date(paths: list[Path], run_key: str) -> bool:
     for path in paths:
-        info = path.parent / "info.json"
-        if not (path.is_file() and info.is_file()):
+        record = read_record(path.parent / INFO_FILE, {"run_key": run_key}) if path.is_file() else None
+        if record is None or record.get("embeddings_sha256") != sha256_file(path):
             return False
-        try:
-            record = read_json(info)
-        except ValueError:
-            return False
-        if record.get("run_key") != run_key or record.get("embeddings_sha256") != sha256_file(path):
-            return False
-        if record.get("tiles", {}).get("kept") and not (path.parent / "tiles.parquet").is_file():
+        if record.get("tiles", {}).get("kept") and not (path.parent / TILES_FILE).is_file():
             return False
     return True
 
 
-def _embed_units(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str], pending: list[int],
-                 unit_path: list[Path], batch_size: int, num_workers: int | None, keep_tiles: bool) -> None:
+def _embed_pending(plan: Plan, step: EncodeStep, run: EmbedRun, batch_size: int, pending: list[int],
+                   state: Checkpoint, runner: Runner, label: str) -> None:
+    """Embed the sites of the ``pending`` shards on ``runner`` and checkpoint each shard once all its batches are
+    in (added in batch order, whatever order they arrive in)."""
     if not pending:
         return
-    sites_per_batch = max(1, batch_size // plan.tiles_per_image)
-    batches, owner = _batches(plan, pending, sites_per_batch)
-    workers = default_workers() if num_workers is None else num_workers
-    cuda = enc.device.type == "cuda"
-    loader = torch.utils.data.DataLoader(
-        SiteTiles(plan.shards, plan.sites, plan.image_shape, plan.tile),
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=collate_sites,
-        pin_memory=cuda,
-        prefetch_factor=4 if workers > 0 else None,
-    )
-    remaining_batches = {u: 0 for u in pending}
-    for u in owner:
-        remaining_batches[u] += 1
-    well_sites = np.bincount([s.well for s in plan.sites], minlength=len(plan.wells))
-    for u in range(len(plan.shards)):
-        if u not in remaining_batches:
-            for i in plan.units[u]:
-                well_sites[plan.sites[i].well] -= 1
-    todo = int((well_sites > 0).sum())
-    acc: dict[int, UnitSums] = {}
-    with progress(todo, f"embed {enc.name}", unit="wells") as advance:
-        for b, batch in enumerate(loader):
-            if batch["error"]:
-                raise EmbedError(batch["error"])
-            u = owner[b]
-            if u not in acc:
-                acc[u] = unit_sums(plan, u, outputs, keep_tiles)
-            index = batch["index"].numpy()
-            counts = batch["counts"].numpy()
-            vectors = enc.encode(batch["tiles"].to(enc.device, non_blocking=cuda), block_list)
-            add_batch(plan, acc[u], index, counts, {k: v.cpu().numpy() for k, v in vectors.items()})
-            finished = 0
-            for i in index:
-                w = plan.sites[i].well
-                well_sites[w] -= 1
-                finished += int(well_sites[w] == 0)
-            advance(finished)
-            remaining_batches[u] -= 1
-            if remaining_batches[u] == 0:
-                _save_unit(unit_path[u], acc.pop(u).arrays())
+    batches, owner = _batches(plan, pending, max(1, batch_size // plan.tiles_per_image))
+    expected = Counter(owner)
+    items = [(idx, [plan.sites[i] for i in idx]) for idx in batches]
+    load = DecodeSites(tuple(str(p) for p in plan.shards), plan.image_shape, plan.tile)
+    buffered: dict[int, dict[int, dict[str, Any]]] = {}
+    try:
+        results = runner.map_then(load, items, step, workers=run.num_workers, gpu=step.gpu)
+        with contextlib.closing(results), progress(sum(map(len, batches)), f"embed {label}", "sites") as advance:
+            for b, out in results:
+                if out["error"]:
+                    raise EmbedError(out["error"])
+                u = owner[b]
+                buffered.setdefault(u, {})[b] = out
+                if len(buffered[u]) == expected[u]:
+                    acc = unit_sums(plan, u, step.outputs, run.keep_tiles)
+                    for _, done in sorted(buffered.pop(u).items()):
+                        add_batch(plan, acc, done["index"], done["counts"], done["vectors"])
+                    _save_unit(_unit_path(state, u), acc.arrays())
+                advance(len(out["index"]))
+    finally:
+        _READERS.clear()  # the in-process decoder's cache (num_workers 0)
 
 
 def unit_sums(plan: Plan, u: int, outputs: list[str], keep_tiles: bool) -> UnitSums:
@@ -723,8 +747,10 @@ def add_batch(plan: Plan, acc: UnitSums, index: np.ndarray, counts: np.ndarray, 
     acc.add(tile_wells, tile_sites, tile_index, arrays)
 
 
-def _finish(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str], units: list[dict[str, np.ndarray]],
-            final_paths: list[Path], keep_tiles: bool, strict: bool, run_key: str | None) -> list[Path]:
+def _finish(plan: Plan, enc: Encoder, block_list: list[str], units: list[dict[str, np.ndarray]],
+            final_paths: list[Path], run: EmbedRun, run_key: str | None) -> list[Path]:
+    outputs = [FINAL, *block_list]
+    keep_tiles = run.keep_tiles
     results = {}
     for key in outputs:
         x, counts = well_means(len(plan.wells), units, key)
@@ -735,7 +761,7 @@ def _finish(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str],
             shown = ", ".join(f"{a}={b}" for a, b in pairs[:5])
             msg = (f"{what}: {n_pairs} pair(s) of distinct wells have identical vectors (e.g. {shown}); "
                    "identical images or a broken encoder?")
-            if strict:
+            if run.strict:
                 raise EmbedError(msg + " (--strict)")
             log(f"warning: {msg}")
         results[key] = (x, counts, pairs, n_pairs)
@@ -746,7 +772,7 @@ def _finish(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str],
         x, counts, pairs, n_pairs = results[key]
         _write_parquet(path, embeddings_table(plan.wells, x))
         if keep_tiles:
-            _write_parquet(path.parent / "tiles.parquet", _tiles_table(plan.wells, units, key))
+            _write_parquet(path.parent / TILES_FILE, _tiles_table(plan.wells, units, key))
         info = {
             **enc.info(),
             "output": key,
@@ -766,7 +792,7 @@ def _finish(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str],
                 "kept": keep_tiles,
             },
             "device": enc.device.type,
-            "inputs": {"shards": shards_info, "metadata_sha256": sha256_file(plan.workdir / "metadata.parquet")},
+            "inputs": {"shards": shards_info, "metadata_sha256": sha256_file(plan.workdir / METADATA_PARQUET)},
             "embeddings_sha256": sha256_file(path),
             "duplicate_vectors": pairs,
             "duplicate_vector_pairs": n_pairs,
@@ -774,7 +800,7 @@ def _finish(plan: Plan, enc: Encoder, block_list: list[str], outputs: list[str],
             "torch_version": torch.__version__,
             "run_key": run_key,
         }
-        atomic_write_json(path.parent / "info.json", info)
+        atomic_write_json(path.parent / INFO_FILE, info)
     log(f"wrote {len(plan.wells)} well embeddings ({enc.name}: {', '.join(outputs)}) to "
         f"{output_dir(plan.workdir, enc.name)}")
     return final_paths

@@ -24,8 +24,20 @@ class ManifestError(RxcurateError):
     """A release manifest is invalid (schema, SQL, sampling)."""
 
 
+class LayoutError(RxcurateError):
+    """A release folder file (release.json, a results or info file) is missing or malformed."""
+
+
 class LockfileError(RxcurateError):
     """A lockfile is missing, unreadable or inconsistent with its manifest."""
+
+
+class EngineError(RxcurateError):
+    """An unusable ``--engine``/``--address``, or Ray missing or unreachable (rxcurate.runners)."""
+
+
+class CheckpointError(RxcurateError):
+    """A resumable stage's state folder is busy (another run holds its lock) or unusable (rxcurate.checkpoint)."""
 
 
 class CompressError(RxcurateError):

@@ -18,12 +18,41 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# (realpath, size, mtime_ns, inode) -> sha256: a release hashes each file once however many stages ask.
+_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, cached per process by (path, size, mtime_ns, inode): a rewritten file is hashed again."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = (real, st.st_size, st.st_mtime_ns, st.st_ino)
+    hit = _HASH_CACHE.get(key)
+    if hit is not None:
+        return hit
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(real, "rb") as f:
         for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
             h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if len(_HASH_CACHE) > 1_000_000:
+        _HASH_CACHE.clear()
+    _HASH_CACHE[key] = digest
+    return digest
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else by the set-and-restore idiom."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def canonical_json(obj: Any) -> str:
@@ -50,6 +79,7 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; a written file honours the umask
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():

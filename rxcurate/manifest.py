@@ -24,8 +24,9 @@ import yaml
 
 from rxcurate.errors import ManifestError
 from rxcurate.io import canonical_hash
+from rxcurate.layout import embedding_set_name
 from rxcurate.schemas import validate
-from rxcurate.source import CHANNELS, get_layout
+from rxcurate.source import CHANNELS, SOURCE_METADATA, get_layout, short
 
 DEFAULT_SHARD_BYTES = 500_000_000
 DEFAULT_ROW_GROUP_BYTES = 64_000_000
@@ -52,6 +53,90 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+# Hostile YAML: an alias bomb (1.5 KB expanding to GBs), deep nesting, tags JSON cannot hold and complex keys are
+# refused on the node graph, before anything is constructed.
+MAX_YAML_NODES = 100_000  # after alias expansion: a manifest has hundreds
+MAX_YAML_DEPTH = 64
+
+
+class _ManifestLoader(_UniqueKeyLoader):
+    """Unique keys, plain strings for dates/times (``version: 2001-12-14`` stays text: JSON has no dates)."""
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _check_graph(root: yaml.Node, where: str) -> None:
+    """Refuse alias bombs, deep nesting, non-scalar keys and tags JSON cannot hold, before constructing anything."""
+    sizes: dict[int, int] = {}
+    allowed = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+               "tag:yaml.org,2002:null", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    active: set[int] = set()
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            if isinstance(node, yaml.MappingNode):
+                kids = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                kids = list(node.value)
+            else:
+                kids = []
+            sizes[key] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[key] > MAX_YAML_NODES:
+                raise ManifestError(f"{where}: the document expands to more than {MAX_YAML_NODES:,} values (YAML "
+                                    "anchors and aliases repeat content): write the manifest without aliases")
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise ManifestError(f"{where}: a YAML alias refers to its own parent (recursive document): remove "
+                                "the alias")
+        if depth > MAX_YAML_DEPTH:
+            raise ManifestError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels: a manifest is a few levels deep")
+        if node.tag not in allowed:
+            raise ManifestError(f"{where}, line {node.start_mark.line + 1}: YAML tag {node.tag!r} is not allowed in a "
+                        "manifest: use plain strings, numbers, booleans, lists and mappings")
+        active.add(key)
+        stack.append((node, depth, True))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    raise ManifestError(f"{where}, line {k.start_mark.line + 1}: a mapping key must be a plain "
+                                        "string, not a list or mapping")
+                stack.append((k, depth + 1, False))
+                stack.append((v, depth + 1, False))
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                stack.append((v, depth + 1, False))
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse one YAML document safely (see :func:`_check_graph`); raise :class:`ManifestError` naming ``where``."""
+    try:
+        loader = _ManifestLoader(text)
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                return None
+            _check_graph(root, where)
+            return loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ManifestError(f"{where}: invalid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise ManifestError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels: a manifest is a few levels "
+                            "deep") from None
 
 
 @dataclass(frozen=True)
@@ -237,12 +322,21 @@ class Manifest:
 
     def resolve_workdir(self, workdir: str | os.PathLike[str] | None = None) -> Path:
         """``--workdir`` if given, else ``output.workdir``, else ``build/<name>`` (relative to the cwd)."""
-        if workdir is not None:
-            return Path(workdir)
-        return Path(self.workdir) if self.workdir else Path("build") / self.name
+        default = Path(self.workdir) if self.workdir else Path("build") / self.name
+        path = Path(workdir) if workdir is not None else default
+        flag = "--workdir" if workdir is not None else "output.workdir"
+        if "\x00" in str(path):
+            raise ManifestError(f"{flag} {short(str(path))} contains a NUL byte: give a folder path")
+        if path.exists() and not path.is_dir():
+            raise ManifestError(f"{flag} {path} is a file, not a folder: give a release folder (e.g. "
+                                f"build/{self.name})")
+        return path
 
     def resolve_table(self, table: TableSpec, source_root: Path) -> Path:
         """Absolute path of a declared table; it must stay inside its base folder (no ``..`` or links out)."""
+        if "\x00" in table.path:
+            raise ManifestError(f"{self.path}: tables.{table.name}.path {short(table.path)} contains a NUL byte: give "
+                                "a file path (e.g. tables/genes.csv)")
         base = (self.folder if table.base == "manifest" else Path(source_root)).resolve()
         path = (base / table.path).resolve()
         if not path.is_relative_to(base):
@@ -256,11 +350,6 @@ class Manifest:
                 f"{'manifest folder' if table.base == 'manifest' else 'source root'}; base: {table.base})"
             )
         return path
-
-
-def embedding_set_name(encoder: str) -> str:
-    """Folder of an encoder's embeddings below ``embeddings/`` (= ``rxcurate.encoders.encoder_dirname``, no torch)."""
-    return encoder.replace(":", "-").replace("/", "-")
 
 
 def filter_embedding_entry(embeddings: tuple[dict[str, Any], ...], name: str
@@ -360,13 +449,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest {path} is unreadable ({exc}): it must be a UTF-8 YAML file") from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ManifestError(f"{path}: invalid YAML{where}: {problem}") from None
+    raw = load_yaml(text, str(path))
     return parse_manifest(raw, path)
 
 
@@ -421,7 +504,7 @@ def parse_manifest(raw: Any, path: str | os.PathLike[str] = "<manifest>") -> Man
         description=raw.get("description", ""),
         license=raw.get("license"),
         source_root=src.get("root"),
-        source_metadata=src.get("metadata", "metadata.csv"),
+        source_metadata=src.get("metadata", SOURCE_METADATA),
         tables=tuple(tables),
         sql=sel["sql"],
         samples=tuple(samples),

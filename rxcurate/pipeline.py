@@ -1,13 +1,19 @@
-"""`rxcurate release`: the whole release, incremental and idempotent.
+"""`rxcurate release`: the whole release, incremental and idempotent. The only orchestrator: it runs the stages,
+which never call each other.
 
-source (given, or the built-in synthetic screen) -> select -> compress -> embed -> evaluate -> card -> publish ->
-validate. With ``select.filters`` the select stage also curates (:mod:`rxcurate.phenostats`: candidates compressed and
-embedded in ``<workdir>/.candidates``), and after evaluate the same benchmarks run on the candidates too, giving
-``curation_comparison.json`` (before/after, cited in the card).
+source (given, or the built-in synthetic screen) -> select -> [curation] -> compress -> embed -> [probe] -> evaluate
+-> [curation comparison] -> assemble (release.json, card, Polaris artifacts, changelog) -> publish -> validate.
 
-Each stage skips itself when its inputs are unchanged (select: selection hash; compress and embed: their own
-checkpoints and checksums; evaluate: input sha256 in the results' provenance; card: rewrites nothing when
-unchanged; publish: same content is a no-op), so a second run with nothing changed does no work and publishes nothing.
+With ``select.filters``, select writes the candidates' lockfile into ``<workdir>/.candidates``;
+:func:`curate_candidates` compresses and embeds the candidates there (the filters' embedding sets) and runs the curate
+stage (:mod:`rxcurate.curate`: ``phenostats.parquet``, ``curation.json`` and the curated lockfile in the workdir).
+After evaluate the same benchmarks run on the candidates too, giving ``curation_comparison.json`` (before/after,
+cited in the card).
+
+Each stage skips itself when its inputs are unchanged (select: selection hash; curate: the candidates' content hash
+and its outputs' sha256; compress and embed: their own checkpoints and checksums; evaluate: input sha256 in the
+results' provenance; card: rewrites nothing when unchanged; publish: same content is a no-op), so a second run with
+nothing changed does no work and publishes nothing.
 """
 
 from __future__ import annotations
@@ -20,14 +26,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rxcurate.errors import BenchmarkError, CompressError, PublishError, RxcurateError
+from rxcurate.assemble import assemble
+from rxcurate.benchmarks import evaluate_files
+from rxcurate.benchmarks.runner import headline
+from rxcurate.blockprobe import ProbeConfig, ProbeError, run_probe
+from rxcurate.compress import compress
+from rxcurate.curate import curate, curation_current, filter_embeddings, filter_entry, write_comparison
+from rxcurate.embed import EmbedRun, embed, manifest_runs
+from rxcurate.encoders import encoder_dirname
+from rxcurate.errors import BenchmarkError, PublishError, RxcurateError
 from rxcurate.io import sha256_file
+from rxcurate.layout import (
+    CANDIDATES,
+    COMPARISON,
+    LOCKFILE,
+    METADATA_PARQUET,
+    RELEASE_JSON,
+    embedding_set_name,
+    embeddings_path,
+    is_visible,
+    read_lockfile,
+    results_path,
+)
+from rxcurate.manifest import Manifest, embed_job, load_manifest
 from rxcurate.progress import log
+from rxcurate.publish import publish
+from rxcurate.publish.local import LocalHub, bump_patch
+from rxcurate.publish.targets import resolve_target
+from rxcurate.release_inputs import default_embedding_set, repo_id_of
+from rxcurate.runners import Runner, make_runner
+from rxcurate.select import SelectResult, lockfile_summary, select
+from rxcurate.source import RELATIONSHIPS, SOURCE_TRUTH_DIR, SYNTH_STAMP, TRUTH_FILES, truth_relpath
+from rxcurate.synth import generate
+from rxcurate.validate import validate as run_validate
 
-TRUTH_FILES = {
-    "gene-gene-recall": {"relationships": "relationships.csv"},
-    "compound-gene-activity": {"compound_gene_interactions": "compound_gene_interactions.csv"},
-}
+EMBED_TILE = 256  # tile size of a manifest embeddings entry that names no tile_size
 
 
 @dataclass
@@ -44,10 +77,8 @@ class ReleaseSummary:
 
 def synthetic_source(layout: str, preset: str, seed: int, root: Path) -> tuple[Path, str]:
     """The built-in synthetic screen, generated once and reused while its synth.json matches."""
-    from rxcurate.synth import generate
-
     out = root / f"{layout}-{preset}-seed{seed}"
-    stamp = out / "synth.json"
+    stamp = out / SYNTH_STAMP
     if stamp.is_file():
         info = json.loads(stamp.read_text())
         if (info.get("layout"), info.get("preset"), info.get("seed")) == (layout, preset, seed):
@@ -61,28 +92,24 @@ def _results_current(path: Path, emb: Path, meta: Path) -> bool:
         return False
     try:
         inputs = json.loads(path.read_text())["provenance"]["inputs"]
-        return (inputs["embeddings"]["sha256"] == sha256_file(emb)
-                and inputs["metadata"]["sha256"] == sha256_file(meta))
+        return bool(inputs["embeddings"]["sha256"] == sha256_file(emb)
+                    and inputs["metadata"]["sha256"] == sha256_file(meta))
     except (KeyError, TypeError, ValueError):
         return False
 
 
-def check_version_bump(m: Any, target: str, hub: Path | None) -> None:
+def check_version_bump(m: Manifest, target: str, hub: Path | None) -> None:
     """Refuse early (before any work) when ``target`` already holds the manifest's version with a different
     selection or transform: such a change needs a new version. Only local targets are checked here; publishing
     checks every target again."""
-    from rxcurate.publish.local import LocalHub, bump_patch
-    from rxcurate.publish.targets import resolve_target
-    from rxcurate.release import repo_id_of
-
     t = resolve_target(target, hub, default_repo_id=repo_id_of(m))
-    if t.kind != "local" or not LocalHub(t.hub).exists(t.repo_id):
+    if t.kind != "local" or t.hub is None or not LocalHub(t.hub).exists(t.repo_id):
         return
     lh = LocalHub(t.hub)
     if m.version not in lh.list_versions(t.repo_id):
         return
     try:
-        published = json.loads(lh.read_file(t.repo_id, m.version, "release.json"))
+        published = json.loads(lh.read_file(t.repo_id, m.version, RELEASE_JSON))
     except (RxcurateError, ValueError):
         return
     if published.get("manifest_hash") not in (None, m.manifest_hash()):
@@ -96,19 +123,16 @@ def _evaluate(folder: Path, name: str, benchmarks: tuple[str, ...], source: Path
               ) -> tuple[dict[str, Any], int]:
     """Evaluate ``benchmarks`` on ``folder``'s embedding set ``name`` (skipping current results): (headlines, count
     evaluated now). ``hint`` is appended to a benchmark's error."""
-    from rxcurate.benchmarks import evaluate_files
-    from rxcurate.benchmarks.runner import headline
-
     results: dict[str, Any] = {}
     evaluated = 0
-    meta = folder / "metadata.parquet"
-    emb = folder / "embeddings" / name / "embeddings.parquet"
+    meta = folder / METADATA_PARQUET
+    emb = embeddings_path(folder, name)
     for bid in benchmarks:
-        truth = {k: source / "truth" / f for k, f in TRUTH_FILES.get(bid, {}).items()}
+        truth = {k: source / SOURCE_TRUTH_DIR / f for k, f in TRUTH_FILES.get(bid, {}).items()}
         if any(not p.is_file() for p in truth.values()):
-            log(f"evaluate: {bid} skipped (no truth file in {source / 'truth'})")
+            log(f"evaluate: {bid} skipped (no truth file in {source / SOURCE_TRUTH_DIR})")
             continue
-        out = folder / "benchmarks" / "results" / name / f"{bid}.json"
+        out = results_path(folder, name, bid)
         if not _results_current(out, emb, meta):
             try:
                 evaluate_files(bid, emb, meta, truth or None, out)
@@ -123,11 +147,9 @@ def _evaluate(folder: Path, name: str, benchmarks: tuple[str, ...], source: Path
 
 def _probe(m: Any, folder: Path, source: Path, blocks: list[str]) -> str:
     """Run the first embeddings entry's probe over its blocks (rxcurate.blockprobe); the status line."""
-    from rxcurate.blockprobe import ProbeConfig, ProbeError, run_probe
-
     entry = m.embeddings[0]
     spec = entry["probe"]
-    rel = source / spec.get("relationships", "truth/relationships.csv")
+    rel = source / spec.get("relationships", truth_relpath(RELATIONSHIPS))
     cfg = ProbeConfig(tasks=tuple(spec.get("tasks", ["gene-module"])), seeds=int(spec.get("seeds", 5)),
                       holdout=float(spec.get("holdout", 0.5)), relationships=str(rel))
     if "gene-module" in cfg.tasks and not rel.is_file():
@@ -137,20 +159,69 @@ def _probe(m: Any, folder: Path, source: Path, blocks: list[str]) -> str:
     return f"best block {res.best_block} of {len(blocks)}" + (" (up to date)" if res.up_to_date else "")
 
 
-def _compare_curation(m: Any, folder: Path, default: str, source: Path, curated: dict[str, Any]) -> str:
-    """Evaluate the release benchmarks on the curation candidates too, with the first filter's embedding set (the
-    set the statistic used); write curation_comparison.json."""
-    from rxcurate.embed import run_embed
-    from rxcurate.manifest import embedding_set_name, filter_embedding_entry
-    from rxcurate.phenostats import CANDIDATES, COMPARISON, embed_job, write_comparison
-    from rxcurate.select import read_lockfile
+def selection_current(m: Manifest, folder: Path, source: Path) -> bool:
+    """The lockfile select writes (with ``select.filters`` the candidates') exists, is intact, and was made from the
+    manifest's selection over ``source``."""
+    where = folder / CANDIDATES if m.filters else folder
+    if not (where / LOCKFILE).is_file():
+        return False
+    try:
+        lock = read_lockfile(where)
+    except Exception:  # noqa: BLE001 - any unreadable lockfile means: select again
+        return False
+    return bool(lock.info.get("selection_hash") == m.selection_hash() and Path(
+        str(lock.info.get("source_root", source))).resolve() == source.resolve())
 
+
+def candidate_embeddings(m: Manifest, folder: Path) -> list[Path]:
+    """Embed the candidates of ``<folder>/.candidates`` with each filter's manifest entry (resumable, up-to-date
+    aware); the embedding set each filter reads, in filter order."""
     cand = folder / CANDIDATES
-    if not (cand / "metadata.parquet").is_file():
+    out = []
+    for i, spec in enumerate(m.filters):
+        entry, _ = filter_entry(m, spec, i)
+        paths = embed(cand, EmbedRun(**embed_job(m, entry, EMBED_TILE)))
+        out.append(filter_embeddings(m, spec, i, paths))
+    return out
+
+
+def curate_candidates(m: Manifest, folder: Path, source: Path, workers: int | None = None
+                      ) -> tuple[dict[str, Any], str]:
+    """``select.filters``: compress and embed the candidates select wrote to ``<folder>/.candidates`` (local
+    runner), then curate: ``phenostats.parquet``, ``curation.json`` and the curated ``<folder>/lockfile.parquet``.
+    Returns the ``curation`` record and a status line ("up to date" when the curated lockfile already matches)."""
+    cand = folder / CANDIDATES
+    compress(m, source=source, workdir=cand, workers=workers or min(os.cpu_count() or 1, 8))
+    embeddings = candidate_embeddings(m, folder)
+    record = curation_current(folder, m, read_lockfile(cand, m))
+    if record is not None:
+        return record, "up to date"
+    record = curate(m, folder, source, embeddings)
+    return record, f"kept {record['kept_wells']:,} of {record['candidate_wells']:,} candidate wells"
+
+
+def run_select(m: Manifest, *, source: str | os.PathLike[str] | None = None,
+               workdir: str | os.PathLike[str] | None = None, threads: int | None = None) -> SelectResult:
+    """``rxcurate select``: the select stage, and with ``select.filters`` the curation too (:func:`curate_candidates`),
+    so the workdir's lockfile is the curated one; the summary is that lockfile's."""
+    res = select(m, source=source, workdir=workdir, **({} if threads is None else {"threads": threads}))
+    if not m.filters:
+        return res
+    src = m.resolve_source(source)
+    folder = m.resolve_workdir(workdir)
+    curate_candidates(m, folder, src)
+    summary = lockfile_summary(m, src, read_lockfile(folder, m), res.summary["from"])
+    return SelectResult(folder / LOCKFILE, summary)
+
+
+def _compare_curation(m: Manifest, folder: Path, default: str, source: Path, curated: dict[str, Any]) -> str:
+    """Evaluate the release benchmarks on the curation candidates too, with the first filter's embedding set (the
+    set the statistic used, embedded by :func:`curate_candidates`); write curation_comparison.json."""
+    cand = folder / CANDIDATES
+    if not (cand / METADATA_PARQUET).is_file():
         return f"no candidates in {cand} (rerun select to rebuild them): {COMPARISON} not written"
-    entry, block = filter_embedding_entry(m.embeddings, m.filters[0].embeddings) or (m.embeddings[0], None)
+    entry, block = filter_entry(m, m.filters[0], 0)
     name = embedding_set_name(str(entry["encoder"])) + (f"/{block}" if block else "")
-    run_embed(cand, **embed_job(m, entry), device="auto")  # up to date: the filter embedded the candidates
     before, _ = _evaluate(cand, name, m.benchmarks, source)
     after = curated if name == default else _evaluate(folder, name, m.benchmarks, source)[0]
     wells = {"candidates": read_lockfile(cand).table.num_rows, "curated": read_lockfile(folder).table.num_rows}
@@ -159,16 +230,28 @@ def _compare_curation(m: Any, folder: Path, default: str, source: Path, curated:
 
 
 @contextlib.contextmanager
-def engine_session(engine: str, address: str | None) -> Iterator[None]:
-    """Nothing for the local engine; for ``ray``, one Ray session (connect to ``address``, else start a local Ray)
-    that compress and embed both run in (their own sessions reuse it)."""
-    if engine != "ray":
-        yield
-        return
-    from rxcurate.ray_engine import ray_session
+def engine_session(engine: str, address: str | None) -> Iterator[Runner]:
+    """The runner of ``engine`` (:func:`rxcurate.runners.make_runner`) inside its session: nothing for ``local``; for
+    ``ray`` one Ray session (connect to ``address``, else start a local Ray) that compress and embed both run in."""
+    runner = make_runner(engine, address)
+    with runner.session():
+        yield runner
 
-    with ray_session(address, CompressError):
-        yield
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    """How :func:`run_release` runs (its keyword arguments, passed on to the stages as one value)."""
+
+    source: Path | None = None
+    target: str = "local"
+    hub: Path | None = None
+    workdir: Path | None = None
+    synth_preset: str = "demo"
+    seed: int = 0
+    workers: int | None = None
+    validate: bool = True
+    engine: str = "local"
+    address: str | None = None
 
 
 def run_release(
@@ -188,76 +271,46 @@ def run_release(
     """The whole release (see the module doc). ``engine`` ``ray`` runs compress and embed as Ray Data pipelines in
     one Ray session, started before compress and shut down after embed (``address``: None = a local Ray, ``auto``,
     HOST:PORT or ray://HOST:10001); same bytes as ``local``. Engine and address are checked before any work."""
-    if engine not in ("local", "ray"):
-        raise CompressError(f"--engine: bad value {engine!r}; valid: local, ray")
-    if engine == "ray":
-        from rxcurate.ray_engine import check_ray
-
-        check_ray(address, CompressError)
+    make_runner(engine, address)  # engine and address are checked before any work
+    opts = ReleaseOptions(source=source, target=target, hub=hub, workdir=workdir, synth_preset=synth_preset,
+                          seed=seed, workers=workers, validate=validate, engine=engine, address=address)
     with contextlib.ExitStack() as ray_scope:
-        return _run_release(manifest_path, source=source, target=target, hub=hub, workdir=workdir,
-                            synth_preset=synth_preset, seed=seed, workers=workers, validate=validate, engine=engine,
-                            address=address, ray_scope=ray_scope)
+        return _run_release(manifest_path, opts, ray_scope)
 
 
-def _run_release(
-    manifest_path: Path,
-    *,
-    source: Path | None,
-    target: str,
-    hub: Path | None,
-    workdir: Path | None,
-    synth_preset: str,
-    seed: int,
-    workers: int | None,
-    validate: bool,
-    engine: str,
-    address: str | None,
-    ray_scope: contextlib.ExitStack,
-) -> ReleaseSummary:
-    from rxcurate.commands.embed import manifest_jobs
-    from rxcurate.compress import compress
-    from rxcurate.embed import run_embed
-    from rxcurate.encoders import encoder_dirname
-    from rxcurate.manifest import load_manifest
-    from rxcurate.publish import publish
-    from rxcurate.release import assemble, default_embedding_set
-    from rxcurate.select import read_lockfile, select
-
+def _run_release(manifest_path: Path, opts: ReleaseOptions, ray_scope: contextlib.ExitStack) -> ReleaseSummary:
     m = load_manifest(manifest_path)
-    folder = m.resolve_workdir(workdir)
-    check_version_bump(m, target, hub)
+    folder = m.resolve_workdir(opts.workdir)
+    check_version_bump(m, opts.target, opts.hub)
+    source = opts.source
     status: dict[str, str] = {}
     if source is None:
-        source, status["source"] = synthetic_source(m.layout, synth_preset, seed, Path("build") / "sources")
-        log(f"source: synthetic {m.layout}/{synth_preset} seed {seed} at {source} ({status['source']})")
+        source, status["source"] = synthetic_source(m.layout, opts.synth_preset, opts.seed,
+                                                      Path("build") / "sources")
+        log(f"source: synthetic {m.layout}/{opts.synth_preset} seed {opts.seed} at {source} ({status['source']})")
     else:
         status["source"] = "given"
 
-    lock_ok = False
-    if (folder / "lockfile.parquet").is_file():
-        try:
-            lock = read_lockfile(folder)
-            lock_ok = lock.info.get("selection_hash") == m.selection_hash() and Path(
-                str(lock.info.get("source_root", source))).resolve() == Path(source).resolve()
-        except Exception:  # noqa: BLE001 - any unreadable lockfile means: select again
-            lock_ok = False
-    if lock_ok:
+    if selection_current(m, folder, Path(source)):
         status["select"] = "up to date"
     else:
         select(m, source=source, workdir=folder)
         status["select"] = "done"
     log(f"select: {status['select']}")
+    if m.filters:
+        status["curate"] = curate_candidates(m, folder, Path(source), opts.workers)[1]
+        log(f"curate: {status['curate']}")
 
-    ray_scope.enter_context(engine_session(engine, address))  # engine ray: one session for compress and embed
-    res = compress(m, source=source, workdir=folder, engine=engine, address=address,
-                   workers=workers or (None if engine == "ray" else min(os.cpu_count() or 1, 8)))
+    # engine ray: one session for compress and embed
+    runner = ray_scope.enter_context(engine_session(opts.engine, opts.address))
+    res = compress(m, source=source, workdir=folder, runner=runner,
+                   workers=opts.workers or (None if opts.engine == "ray" else min(os.cpu_count() or 1, 8)))
     status["compress"] = "up to date" if res.up_to_date else "done"
     log(f"compress: {status['compress']}")
 
     emb_paths: list[list[Path]] = []
-    for job in manifest_jobs(manifest_path, 256) if m.embeddings else []:
-        emb_paths.append(run_embed(folder, **job, device="auto", engine=engine, address=address))
+    for run in manifest_runs(manifest_path, EMBED_TILE) if m.embeddings else []:
+        emb_paths.append(embed(folder, run, runner))
     status["embed"] = f"{sum(len(p) for p in emb_paths)} embedding set(s)"
     log(f"embed: {status['embed']}")
     ray_scope.close()  # engine ray: the session ends after embed
@@ -283,21 +336,19 @@ def _run_release(
     status["card"] = asm.status
     log(f"card: {asm.status}")
 
-    pub = publish(folder, target, hub=hub)
+    pub = publish(folder, opts.target, hub=opts.hub)
     status["publish"] = str(pub.get("status", pub))
     log(f"publish: {status['publish']}")
 
     summary = ReleaseSummary(version=asm.version, data_version=asm.data_version,
-                             target=str(pub.get("target", target)), commit=pub.get("commit"), status=status,
+                             target=str(pub.get("target", opts.target)), commit=pub.get("commit"), status=status,
                              results=results)
     summary.sizes = {"files": asm.files,
                      "bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()
-                                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))}
-    if validate:
-        from rxcurate.validate import validate as run_validate
-
+                                  and is_visible(p.relative_to(folder).as_posix()))}
+    if opts.validate:
         where = summary.target if "://" in summary.target else str(folder)
-        report = run_validate(f"{where}@{asm.version}" if "://" in where else where, hub=hub)
+        report = run_validate(f"{where}@{asm.version}" if "://" in where else where, hub=opts.hub)
         summary.validation_ok = report.ok
         status["validate"] = "passed" if report.ok else f"FAILED: {report.failures[:3]}"
         log(f"validate: {status['validate']}")

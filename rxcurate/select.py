@@ -23,9 +23,10 @@ source root, which is given at run time (``--source`` or ``source.root``). ``sel
 in ``<workdir>/.source.json``, a local file that is never published; :func:`read_lockfile` offers it as
 ``info["source_root"]`` so later stages on the same machine find the screen without ``--source``.
 
-With ``select.filters`` (rxrx3), the wells above are only candidates: :func:`rxcurate.phenostats.curate` compresses
-and embeds them in ``<workdir>/.candidates``, computes the statistic (``phenostats.parquet``) and the lockfile keeps
-the controls plus the perturbations that pass (see :mod:`rxcurate.phenostats`).
+With ``select.filters`` (rxrx3), the wells above are only candidates: select writes their lockfile into
+``<workdir>/.candidates`` instead; the pipeline compresses and embeds them there and the curate stage
+(:mod:`rxcurate.curate`) computes the statistic (``phenostats.parquet``) and writes ``<workdir>/lockfile.parquet``
+with the controls plus the perturbations that pass. Select itself never compresses, embeds or curates.
 """
 
 from __future__ import annotations
@@ -33,30 +34,55 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import imagecodecs
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from rxcurate.errors import LockfileError, ManifestError, SourceError
-from rxcurate.io import atomic_path
+from rxcurate.checkpoint import Checkpoint
+from rxcurate.errors import ManifestError, SourceError
+from rxcurate.layout import (
+    CANDIDATES,
+    CURATION_FILES,
+    LOCK_FORMAT,
+    LOCKFILE,
+    SELECT_STATE,
+    Lockfile,
+    content_hash,
+    well_columns,
+    write_lockfile,
+    write_source_hint,
+)
 from rxcurate.manifest import Manifest
 from rxcurate.progress import progress
-from rxcurate.source import RXRX1, RXRX3, Layout, detect_layout, get_layout, read_metadata
+from rxcurate.source import (
+    ADDRESSES_1536,
+    ROWS_384,
+    RXRX1,
+    RXRX1_WELL_TYPES,
+    RXRX3,
+    RXRX3_CONCENTRATIONS_UM,
+    Layout,
+    check_metadata_shape,
+    detect_layout,
+    read_metadata,
+    read_regular_file,
+    short,
+)
+from rxcurate.transform import check_crop_fits, transform_image
 
-LOCKFILE = "lockfile.parquet"
-SOURCE_HINT = ".source.json"  # local, never published: the source root select read
-LOCK_META_KEY = b"rxcurate.lockfile"
-LOCK_FORMAT = 1
-IMAGE_LIST_COLUMNS = ("keys", "images", "sha256")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HASH_THREADS = 8
 
@@ -64,20 +90,36 @@ _RXRX3_TYPES = {"plate": "BIGINT", "concentration": "DOUBLE"}
 _RXRX1_TYPES = {"plate": "BIGINT", "site": "BIGINT", "sirna_id": "BIGINT"}
 
 
-def well_columns(layout: Layout) -> list[str]:
-    """Well-level metadata columns of a layout (RxRx1 drops the per-site columns)."""
-    if layout is RXRX1:
-        return [c for c in layout.columns if c not in ("site_id", "site")]
-    return list(layout.columns)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # DuckDB session
 # ---------------------------------------------------------------------------------------------------------------
+# Resource budget of one selection (a cartesian query must not run unbounded): DuckDB's memory_limit and a wall-clock
+# timeout after which the query is interrupted. Override with the environment variables below.
+MEMORY_ENV, DEFAULT_MEMORY = "RXCURATE_SELECT_MEMORY", "4GB"
+TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "RXCURATE_SELECT_TIMEOUT", 600.0
+
+
+def select_budget() -> tuple[str, float]:
+    """(DuckDB memory_limit, timeout in seconds) of a selection, from the environment or the defaults."""
+    memory = os.environ.get(MEMORY_ENV, DEFAULT_MEMORY).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory, re.IGNORECASE):
+        raise ManifestError(f"{MEMORY_ENV}={short(memory)}: give a size such as 4GB or 512MB")
+    raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S)).strip()
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0 or timeout != timeout:
+        raise ManifestError(f"{TIMEOUT_ENV}={short(raw)}: give a number of seconds such as 600")
+    return memory, timeout
+
+
 def _connect() -> duckdb.DuckDBPyConnection:
+    memory, _ = select_budget()
     return duckdb.connect(":memory:", config={
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
+        "memory_limit": memory,
     })
 
 
@@ -101,9 +143,12 @@ def _load_metadata(con: duckdb.DuckDBPyConnection, src: Path, metadata: str) -> 
     try:
         table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
             column_types=types, null_values=[""], strings_can_be_null=False, include_columns=list(layout.columns)))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError, OverflowError):
         read_metadata(src, metadata)  # raises the precise SourceError (wrong type, bad quoting, ...)
         raise SourceError(f"{path} could not be read as a {layout.name} metadata CSV") from None
+    check_metadata_shape(path, table.num_rows, {
+        c: int(pc.max(pc.utf8_length(table.column(c))).as_py() or 0)
+        for c in table.column_names if pa.types.is_string(table.schema.field(c).type) and table.num_rows})
     con.register("metadata", table)
     if not _metadata_valid(con, layout):
         read_metadata(src, metadata)  # the pandas reader names the first bad row
@@ -122,9 +167,7 @@ def _load_metadata(con: duckdb.DuckDBPyConnection, src: Path, metadata: str) -> 
 
 
 def _metadata_valid(con: duckdb.DuckDBPyConnection, layout: Layout) -> bool:
-    """The checks of rxcurate.source._validate, vectorised in DuckDB (fast on millions of rows)."""
-    from rxcurate.source import ADDRESSES_1536, ROWS_384, RXRX1_WELL_TYPES, RXRX3_CONCENTRATIONS_UM
-
+    """The checks of rxcurate.source's validation, vectorised in DuckDB (fast on millions of rows)."""
     addresses_384 = [r + f"{c:02d}" for r in ROWS_384 for c in range(1, 25)]
     con.execute("CREATE TEMP TABLE _addresses AS SELECT unnest(?::VARCHAR[]) AS a",
                 [ADDRESSES_1536 if layout is RXRX3 else addresses_384])
@@ -146,7 +189,8 @@ def _metadata_valid(con: duckdb.DuckDBPyConnection, layout: Layout) -> bool:
             AND count(*) FILTER (WHERE well_type NOT IN ({types})) = 0
             AND count(DISTINCT site_id) = count(*)
             FROM metadata"""
-    return bool(con.execute(q).fetchone()[0])
+    row = con.execute(q).fetchone()
+    return bool(row is not None and row[0])
 
 
 def _load_tables(con: duckdb.DuckDBPyConnection, manifest: Manifest, src: Path) -> None:
@@ -170,7 +214,80 @@ def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return line if len(line) <= 300 else line[:300] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deterministic SQL only (parsed by DuckDB itself: json_serialize_sql gives the statement's syntax tree)
+# ---------------------------------------------------------------------------------------------------------------
+# Functions whose value changes between runs (VOLATILE in duckdb_functions(), plus the clock): a selection that
+# calls them would select other wells on a rerun of the same manifest.
+_CLOCK_FUNCTIONS = frozenset({
+    "now", "current_date", "current_time", "current_timestamp", "current_localtime", "current_localtimestamp",
+    "get_current_time", "get_current_timestamp", "today", "transaction_timestamp", "localtime", "localtimestamp",
+    "txid_current", "current_query", "current_query_id", "current_transaction_id", "current_connection_id",
+})
+# Keywords the parser turns into column references (`SELECT current_date`).
+_CLOCK_KEYWORDS = frozenset({"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"})
+
+
+def _syntax_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
+    rows = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()
+    tree = json.loads(rows[0][0])
+    return tree if isinstance(tree, dict) else {}
+
+
+def _volatile_functions(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    rows = con.execute("SELECT DISTINCT function_name FROM duckdb_functions() WHERE stability = 'VOLATILE'").fetchall()
+    return frozenset(str(r[0]).lower() for r in rows) | _CLOCK_FUNCTIONS
+
+
+def nondeterminism(con: duckdb.DuckDBPyConnection, sql: str) -> str | None:
+    """What makes ``sql`` select differently on a rerun (a volatile function, a clock, a sampling clause), or None."""
+    tree = _syntax_tree(con, sql)
+    if tree.get("error"):
+        return None  # a syntax error: DuckDB itself reports it when the query runs
+    volatile = _volatile_functions(con)
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class") == "FUNCTION":
+                name = str(node.get("function_name", "")).lower()
+                if name in volatile:
+                    found.append(f"{name}()")
+            if node.get("class") == "COLUMN_REF":
+                names = [str(c).lower() for c in node.get("column_names") or []]
+                if len(names) == 1 and names[0] in _CLOCK_KEYWORDS:
+                    found.append(names[0])
+            if node.get("sample"):
+                found.append("USING SAMPLE / TABLESAMPLE")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(tree)
+    return found[0] if found else None
+
+
+def check_where_expression(con: duckdb.DuckDBPyConnection, where: str, field: str, manifest: Manifest) -> None:
+    """A sampler's ``where`` must be one boolean expression: parsed inside ``SELECT * FROM wells WHERE (...)``, the
+    statement must still be exactly that (no closing parenthesis that adds UNION, LIMIT, ORDER BY or a subquery
+    around it), so the sampler's ``n`` cannot be bypassed."""
+    tree = _syntax_tree(con, f"SELECT * FROM wells WHERE (\n{where}\n)")
+    stmts = tree.get("statements") or []
+    node = (stmts[0].get("node") or {}) if len(stmts) == 1 else {}
+    table = node.get("from_table") or {}
+    ok = (not tree.get("error") and node.get("type") == "SELECT_NODE" and not node.get("modifiers")
+          and table.get("type") == "BASE_TABLE" and str(table.get("table_name", "")).lower() == "wells"
+          and not node.get("group_expressions") and node.get("having") is None and node.get("qualify") is None
+          and not (node.get("cte_map") or {}).get("map") and node.get("where_clause") is not None)
+    if not ok:
+        raise ManifestError(f"{manifest.path}: {field} must be one condition on the wells view (e.g. "
+                            "perturbation_type = 'CRISPR'), not SQL that closes its parentheses or adds clauses")
 
 
 def _run_select(con: duckdb.DuckDBPyConnection, sql: str, field: str, manifest: Manifest) -> pa.Table:
@@ -187,8 +304,24 @@ def _run_select(con: duckdb.DuckDBPyConnection, sql: str, field: str, manifest: 
         raise ManifestError(f"{manifest.path}: {field} must be a SELECT statement (got {kind.name}); selection "
                             f"SQL cannot COPY, ATTACH, INSTALL/LOAD, SET or write anything "
                             f"(e.g. SELECT well_id FROM wells WHERE ...)")
+    volatile = nondeterminism(con, stmts[0].query)
+    if volatile is not None:
+        raise ManifestError(f"{manifest.path}: {field} uses {volatile}, which selects other wells on every run: a "
+                            "lockfile must not change under an unchanged manifest; draw a seeded sample with "
+                            "select.sample (e.g. {name: ctl, where: \"perturbation_type = 'CRISPR'\", n: 10, seed: 0})")
+    _, timeout = select_budget()
+    timer = threading.Timer(timeout, con.interrupt)
+    timer.daemon = True
+    timer.start()
     try:
         return con.sql(stmts[0].query).to_arrow_table()
+    except duckdb.InterruptException:
+        raise ManifestError(f"{manifest.path}: {field} ran longer than {timeout:g} s (set {TIMEOUT_ENV} to allow "
+                            "more): check it for a cartesian join or an unbounded range()") from None
+    except duckdb.OutOfMemoryException:
+        memory, _ = select_budget()
+        raise ManifestError(f"{manifest.path}: {field} needed more than {memory} of memory (set {MEMORY_ENV} to "
+                            "allow more): check it for a cartesian join or an unbounded range()") from None
     except duckdb.PermissionException as exc:
         declared = ", ".join(["wells", "metadata", *[t.name for t in manifest.tables]])
         raise ManifestError(
@@ -198,13 +331,24 @@ def _run_select(con: duckdb.DuckDBPyConnection, sql: str, field: str, manifest: 
         ) from None
     except duckdb.Error as exc:
         raise ManifestError(f"{manifest.path}: {field} failed: {_first_line(exc)}") from None
+    finally:
+        timer.cancel()
 
 
 def _well_ids(tbl: pa.Table, field: str, manifest: Manifest) -> pa.Table:
-    if "well_id" not in tbl.column_names:
+    names = tbl.column_names
+    if "well_id" not in names:
         raise ManifestError(f"{manifest.path}: {field} must return a well_id column, got columns "
-                            f"{tbl.column_names} (e.g. SELECT well_id FROM wells WHERE ...)")
-    return pa.table({"well_id": tbl.column("well_id").cast(pa.string())})
+                            f"{short(names)} (e.g. SELECT well_id FROM wells WHERE ...)")
+    if names.count("well_id") > 1:
+        raise ManifestError(f"{manifest.path}: {field} returns {names.count('well_id')} columns named well_id; "
+                            "return it once (e.g. SELECT well_id FROM wells WHERE ...)")
+    col = tbl.column("well_id")
+    kind = col.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
+        raise ManifestError(f"{manifest.path}: {field}: well_id must be a text column, got {kind}; return the "
+                            "wells view's well_id (e.g. SELECT well_id FROM wells WHERE ...)")
+    return pa.table({"well_id": col.cast(pa.string())})
 
 
 @dataclass
@@ -240,6 +384,7 @@ def run_selection(manifest: Manifest, source: str | os.PathLike[str]) -> Selecti
             if bad:
                 raise ManifestError(f"{manifest.path}: {field}.per: unknown column {bad[0]!r}; the wells view has "
                                     f"{', '.join(columns)} (e.g. per: [experiment_name, plate])")
+            check_where_expression(con, s.where, f"{field}.where", manifest)
             part = ", ".join(f'"{c}"' for c in s.per)
             over = (f"PARTITION BY {part} " if part else "") + f"ORDER BY md5('{s.seed}:' || well_id), well_id"
             q = (f"SELECT well_id FROM (SELECT well_id, row_number() OVER ({over}) AS _rank FROM wells "
@@ -253,7 +398,8 @@ def run_selection(manifest: Manifest, source: str | os.PathLike[str]) -> Selecti
                               "LIMIT 3").fetchall()
         if unknown:
             raise ManifestError(f"{manifest.path}: select.sql returned well_id values that are not wells of the "
-                                f"source, e.g. {[u[0] for u in unknown]}; return well_id from the wells view")
+                                f"source, e.g. {[short(u[0], 80) for u in unknown]}; return well_id from the wells "
+                                "view")
         wells = con.sql("SELECT w.* FROM wells w SEMI JOIN _all USING (well_id) ORDER BY well_id").to_arrow_table()
         wells = wells.to_pandas()
         if layout is RXRX1:
@@ -309,10 +455,13 @@ def image_lists(selection: Selection, manifest: Manifest) -> pd.DataFrame:
 def _hash_image(src: Path, rel: str) -> tuple[str, tuple[int, int, int, int]]:
     path = src / rel
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except FileNotFoundError:
         raise SourceError(f"{path} is missing: restore it (regenerate or re-download the screen) or remove its well "
                           f"from the selection") from None
+    except IsADirectoryError:
+        raise SourceError(f"{path} is not a regular file (a FIFO, device or folder): replace it with the PNG image "
+                          "or remove its well from the selection") from None
     except OSError as exc:
         raise SourceError(f"{path} is unreadable ({exc.strerror}): fix its permissions or restore it") from None
     if len(data) < 29 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
@@ -350,53 +499,6 @@ def hash_images(src: Path, paths: list[str], layout: Layout,
 # ---------------------------------------------------------------------------------------------------------------
 # Lockfile
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class Lockfile:
-    path: Path
-    table: pa.Table
-    info: dict[str, Any]
-
-    @property
-    def layout(self) -> Layout:
-        return get_layout(self.info["layout"])
-
-    @property
-    def content_hash(self) -> str:
-        return self.info["content_hash"]
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        h, w = self.info["image_shape"]
-        return int(h), int(w)
-
-    @property
-    def n_images(self) -> int:
-        return int(self.info["n_images"])
-
-
-def content_hash(table: pa.Table) -> str:
-    """sha256 over canonical JSON lines of every row (all columns but manifest_hash), in row order.
-
-    Independent of the Parquet encoding and library versions.
-    """
-    cols = [c for c in table.column_names if c != "manifest_hash"]
-    h = hashlib.sha256()
-    h.update(json.dumps(cols).encode())
-    for batch in table.select(cols).to_batches(max_chunksize=8192):
-        data = batch.to_pydict()
-        for i in range(batch.num_rows):
-            row = [_jsonable(data[c][i]) for c in cols]
-            h.update(json.dumps(row, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
-            h.update(b"\n")
-    return h.hexdigest()
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and v != v:  # NaN
-        return None
-    return v
-
-
 def build_lockfile_table(selection: Selection, images: pd.DataFrame, digests: list[list[str]],
                          manifest: Manifest) -> pa.Table:
     layout = selection.layout
@@ -418,87 +520,13 @@ def build_lockfile_table(selection: Selection, images: pd.DataFrame, digests: li
     return pa.table(arrays)
 
 
-def write_lockfile(dest: Path, table: pa.Table, info: dict[str, Any]) -> None:
-    meta = {LOCK_META_KEY: json.dumps(info, sort_keys=True).encode()}
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(dest) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-
-
-def read_lockfile(workdir: str | os.PathLike[str], manifest: Manifest | None = None) -> Lockfile:
-    """Read and check ``<workdir>/lockfile.parquet``; raise :class:`LockfileError` naming the fix."""
-    path = Path(workdir) / LOCKFILE
-    if not path.is_file():
-        raise LockfileError(f"{path} not found: run rxcurate select MANIFEST --workdir {workdir} first")
-    try:
-        table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(LOCK_META_KEY)
-        info = json.loads(raw) if raw else None
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise LockfileError(f"{path} is unreadable ({_first_line(exc)}): delete it and rerun rxcurate select") from None
-    if not isinstance(info, dict) or info.get("format") != LOCK_FORMAT:
-        raise LockfileError(f"{path} is not an rxcurate lockfile (format {LOCK_FORMAT}): rerun rxcurate select")
-    layout = get_layout(info.get("layout", "?"))
-    need = [*well_columns(layout), "sites", *IMAGE_LIST_COLUMNS, "manifest_hash"]
-    missing = [c for c in need if c not in table.column_names]
-    if missing:
-        raise LockfileError(f"{path} lacks columns {missing}: rerun rxcurate select")
-    table = table.replace_schema_metadata(None)
-    hint = source_hint(path.parent)
-    if hint is not None:
-        info.setdefault("source_root", hint)
-    if content_hash(table) != info.get("content_hash"):
-        raise LockfileError(f"{path} was modified after rxcurate select (content hash mismatch): rerun rxcurate select")
-    ids = table.column("well_id").to_pylist()
-    if ids != sorted(ids) or len(set(ids)) != len(ids):
-        raise LockfileError(f"{path}: well_id must be unique and sorted: rerun rxcurate select")
-    if manifest is not None and info.get("selection_hash") != manifest.selection_hash():
-        raise LockfileError(
-            f"{path} was made from a different selection (select, tables, layout, transform.sites/channels changed "
-            f"in {manifest.path}): rerun rxcurate select {manifest.path} --workdir {workdir}"
-        )
-    return Lockfile(path, table, info)
-
-
-def write_source_hint(workdir: Path, source: Path) -> None:
-    """Remember (locally, in a hidden file that is never published) the source root select read."""
-    from rxcurate.io import atomic_write_json
-
-    atomic_write_json(workdir / SOURCE_HINT, {"source_root": str(Path(source).resolve())})
-
-
-def source_hint(workdir: str | os.PathLike[str]) -> str | None:
-    """The source root recorded by the last ``select`` into ``workdir`` on this machine, if any."""
-    try:
-        root = json.loads((Path(workdir) / SOURCE_HINT).read_text(encoding="utf-8")).get("source_root")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return root if isinstance(root, str) and root else None
-
-
-def subset_selection(selection: Selection, images: pd.DataFrame, digests: list[list[str]], keep: np.ndarray
-                     ) -> tuple[Selection, pd.DataFrame, list[list[str]]]:
-    """The wells of ``selection`` where ``keep`` (aligned with ``selection.wells``) is true."""
-    keep = np.asarray(keep, dtype=bool)
-    wells = selection.wells[keep].reset_index(drop=True)
-    sites = selection.sites[selection.sites["well_id"].isin(set(wells["well_id"]))].reset_index(drop=True)
-    return (Selection(selection.layout, wells, sites, dict(selection.counts)), images[keep].reset_index(drop=True),
-            [d for d, k in zip(digests, keep, strict=True) if k])
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class SelectResult:
-    lockfile: Path
-    summary: dict[str, Any]
-
-
-def summarise(selection: Selection, images: pd.DataFrame, manifest: Manifest,
-              image_shape: list[int] | None) -> dict[str, Any]:
-    w = selection.wells
-    layout = selection.layout
+def summarise(layout: Layout, wells: pd.DataFrame, counts: dict[str, int], images: pd.DataFrame,
+              manifest: Manifest, image_shape: list[int] | None) -> dict[str, Any]:
+    """The selection summary of ``wells`` (well-level metadata) and their ``images`` (a ``keys`` list per well)."""
+    w = wells
     n_images = int(sum(len(k) for k in images["keys"]))
     s: dict[str, Any] = {
         "manifest": manifest.name,
@@ -506,7 +534,7 @@ def summarise(selection: Selection, images: pd.DataFrame, manifest: Manifest,
         "layout": layout.name,
         "wells": int(len(w)),
         "images": n_images,
-        "from": dict(selection.counts),
+        "from": dict(counts),
         "experiments": {k: int(v) for k, v in w[layout.experiment_col].value_counts().sort_index().items()},
         "plates": int(w[[layout.experiment_col, "plate"]].drop_duplicates().shape[0]),
     }
@@ -536,10 +564,6 @@ ESTIMATE_IMAGES = 8
 
 def estimate_bytes_per_image(manifest: Manifest, src: Path, images: pd.DataFrame, seed: int = 0) -> int:
     """Mean encoded size of up to ``ESTIMATE_IMAGES`` images chosen by hash (for variable-size codec modes)."""
-    import imagecodecs
-
-    from rxcurate.transform import transform_image
-
     pairs = [(k, p) for keys, paths in zip(images["keys"], images["images"], strict=True)
              for k, p in zip(keys, paths, strict=True)]
     pairs.sort(key=lambda kp: hashlib.sha256(f"{seed}:{kp[0]}".encode()).digest())
@@ -555,67 +579,9 @@ def estimate_bytes_per_image(manifest: Manifest, src: Path, images: pd.DataFrame
     return int(round(float(np.mean(sizes)))) if sizes else 0
 
 
-def check_crop_fits(manifest: Manifest, image_shape: list[int]) -> None:
-    crop = manifest.transform.crop
-    if crop is None:
-        return
-    h, w = image_shape
-    oy, ox = crop.origin if crop.origin is not None else ((h - crop.height) // 2, (w - crop.width) // 2)
-    if crop.height > h or crop.width > w or oy + crop.height > h or ox + crop.width > w:
-        raise ManifestError(f"{manifest.path}: transform.crop {crop.to_dict()} does not fit the source images "
-                            f"({w}x{h}): use a size <= {min(h, w)} (e.g. crop: {{size: {min(h, w, 512)}}})")
-
-
-def select(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
-           workdir: str | os.PathLike[str] | None = None, threads: int = HASH_THREADS) -> SelectResult:
-    """Run the selection, hash the selected images and write ``<workdir>/lockfile.parquet`` atomically."""
-    src = manifest.resolve_source(source)
-    out = manifest.resolve_workdir(workdir)
-    selection = run_selection(manifest, src)
-    images = image_lists(selection, manifest)
-    flat = [p for paths in images["images"] for p in paths]
-    digests_flat, shape = hash_images(src, flat, selection.layout, threads)
-    check_crop_fits(manifest, shape)
-    digests, k = [], 0
-    for paths in images["images"]:
-        digests.append(digests_flat[k : k + len(paths)])
-        k += len(paths)
-    def lock(sel: Selection, imgs: pd.DataFrame, dig: list[list[str]]) -> tuple[pa.Table, dict[str, Any]]:
-        table = build_lockfile_table(sel, imgs, dig, manifest)
-        return table, {
-            "format": LOCK_FORMAT,
-            "layout": sel.layout.name,
-            "manifest": manifest.name,
-            "version": manifest.version,
-            "selection_hash": manifest.selection_hash(),
-            "manifest_hash": manifest.manifest_hash(),
-            "content_hash": content_hash(table),
-            "image_shape": shape,
-            "image_dtype": sel.layout.image_dtype,
-            "n_wells": table.num_rows,
-            "n_images": int(sum(len(k) for k in imgs["keys"])),
-        }
-
-    curation: dict[str, Any] | None = None
-    if manifest.filters:
-        from rxcurate.phenostats import curate
-
-        keep, curation = curate(manifest, src, out, *lock(selection, images, digests))
-        selection, images, digests = subset_selection(selection, images, digests, keep)
-    table, info = lock(selection, images, digests)
-    if curation is not None:
-        info["curation"] = curation
-    if curation is None:  # files of an earlier filtered selection must not be published with this one
-        from rxcurate.phenostats import OUTPUTS
-
-        for name in OUTPUTS:
-            (out / name).unlink(missing_ok=True)
-    dest = out / LOCKFILE
-    write_lockfile(dest, table, info)
-    write_source_hint(out, src)
-    summary = summarise(selection, images, manifest, shape)
-    if curation is not None:
-        summary["curation"] = curation
+def complete_summary(summary: dict[str, Any], manifest: Manifest, src: Path, images: pd.DataFrame, dest: Path,
+                     info: dict[str, Any]) -> dict[str, Any]:
+    """Add the projected size (estimated from sample images for variable-size codecs), the lockfile and its hashes."""
     if summary["bytes_per_image"] is None:
         per = estimate_bytes_per_image(manifest, src, images)
         summary["bytes_per_image"] = per
@@ -626,4 +592,86 @@ def select(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
     summary["lockfile"] = str(dest)
     summary["selection_hash"] = info["selection_hash"]
     summary["content_hash"] = info["content_hash"]
-    return SelectResult(dest, summary)
+    if "curation" in info:
+        summary["curation"] = info["curation"]
+    return summary
+
+
+def lockfile_summary(manifest: Manifest, src: Path, lock: Lockfile, counts: dict[str, int]) -> dict[str, Any]:
+    """The summary :func:`select` prints, of an existing lockfile (e.g. the curated one; ``counts``: the wells from
+    the SQL and each sampler, which the lockfile does not record)."""
+    layout = lock.layout
+    wells = lock.table.select(well_columns(layout)).to_pandas()
+    images = lock.table.select(["keys", "images"]).to_pandas()
+    summary = summarise(layout, wells, counts, images, manifest, list(lock.image_shape))
+    return complete_summary(summary, manifest, src, images, lock.path, lock.info)
+
+
+@dataclass
+class SelectResult:
+    lockfile: Path
+    summary: dict[str, Any]
+
+
+def select(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
+           workdir: str | os.PathLike[str] | None = None, threads: int = HASH_THREADS) -> SelectResult:
+    """Run the selection, hash the selected images and write the lockfile atomically: ``<workdir>/lockfile.parquet``,
+    or with ``select.filters`` the candidates' ``<workdir>/.candidates/lockfile.parquet`` (the curate stage writes
+    the workdir's)."""
+    src = manifest.resolve_source(source)
+    out = manifest.resolve_workdir(workdir)
+    selection = run_selection(manifest, src)  # reads only: bad input fails before anything is written
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ManifestError(f"--workdir {out} cannot be created ({exc.strerror}): give a folder you can "
+                            "write") from None
+    busy = (f"another rxcurate select is running in {out} (its lock {out / SELECT_STATE}): wait for it to finish, "
+            "or use another --workdir")
+    lock = Checkpoint(out, SELECT_STATE, busy=busy)
+    try:
+        with lock.locked():
+            result = _select_locked(manifest, selection, src, out, threads)
+        lock.discard()  # the lock folder is local state: a finished select leaves only its lockfile
+        return result
+    except BaseException:
+        if created:  # a folder this call made holds nothing else: leave no trace of a failed selection
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _select_locked(manifest: Manifest, selection: Selection, src: Path, out: Path, threads: int) -> SelectResult:
+    images = image_lists(selection, manifest)
+    flat = [p for paths in images["images"] for p in paths]
+    digests_flat, shape = hash_images(src, flat, selection.layout, threads)
+    check_crop_fits(manifest, shape)
+    digests, k = [], 0
+    for paths in images["images"]:
+        digests.append(digests_flat[k : k + len(paths)])
+        k += len(paths)
+    table = build_lockfile_table(selection, images, digests, manifest)
+    info = {
+        "format": LOCK_FORMAT,
+        "layout": selection.layout.name,
+        "manifest": manifest.name,
+        "version": manifest.version,
+        "selection_hash": manifest.selection_hash(),
+        "manifest_hash": manifest.manifest_hash(),
+        "content_hash": content_hash(table),
+        "image_shape": shape,
+        "image_dtype": selection.layout.image_dtype,
+        "n_wells": table.num_rows,
+        "n_images": int(sum(len(k) for k in images["keys"])),
+    }
+    if manifest.filters:
+        folder = out / CANDIDATES
+    else:
+        folder = out
+        for name in CURATION_FILES:  # files of an earlier filtered selection must not be published with this one
+            (out / name).unlink(missing_ok=True)
+    dest = folder / LOCKFILE
+    write_lockfile(dest, table, info)
+    write_source_hint(folder, src)
+    summary = summarise(selection.layout, selection.wells, selection.counts, images, manifest, shape)
+    return SelectResult(dest, complete_summary(summary, manifest, src, images, dest, info))

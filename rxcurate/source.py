@@ -6,8 +6,11 @@ metadata columns. Everything here only reads.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import re
+import stat
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +20,24 @@ import numpy as np
 import pandas as pd
 
 from rxcurate.errors import SourceError
+
+# The source screen's own layout (not a release folder's: rxcurate/layout.py names those).
+SOURCE_METADATA = "metadata.csv"  # the default source.metadata of a manifest
+IMAGES_DIR = "images"
+SOURCE_TRUTH_DIR = "truth"  # benchmark truth tables of a screen (synthetic screens write them)
+SYNTH_STAMP = "synth.json"  # what rxcurate synth generated (layout, preset, seed)
+RELATIONSHIPS = "relationships"  # gene-gene relationships (entity1, entity2)
+COMPOUND_GENE = "compound_gene_interactions"
+# Truth files of each benchmark: {benchmark id: {input name: file name below truth/}}.
+TRUTH_FILES = {
+    "gene-gene-recall": {"relationships": f"{RELATIONSHIPS}.csv"},
+    "compound-gene-activity": {"compound_gene_interactions": f"{COMPOUND_GENE}.csv"},
+}
+
+
+def truth_relpath(name: str) -> str:
+    """``truth/<name>.csv``: a truth table's path relative to the source root."""
+    return f"{SOURCE_TRUTH_DIR}/{name}.csv"
 
 RXRX3_COLUMNS = (
     "well_id,experiment_name,plate,address,gene,treatment,SMILES,concentration,perturbation_type,cell_type"
@@ -71,7 +92,7 @@ class Layout:
             if not is_safe_segment(value):
                 raise SourceError(
                     f"metadata.csv: well {experiment}_{plate}_{address}: {col} {value!r} {UNSAFE_SEGMENT_FIX}")
-        return f"images/{experiment}/Plate{plate}/{address}_s{site}_w{channel}.png"
+        return f"{IMAGES_DIR}/{experiment}/Plate{plate}/{address}_s{site}_w{channel}.png"
 
 
 RXRX3 = Layout("rxrx3", tuple(RXRX3_COLUMNS), "experiment_name", "address", "uint16", (1,))
@@ -107,7 +128,57 @@ def detect_layout(columns: Iterable[str]) -> Layout:
     )
 
 
-def read_metadata(src: str | Path, metadata: str = "metadata.csv") -> tuple[Layout, pd.DataFrame]:
+MAX_FIELD_CHARS = 1024  # longest metadata value accepted (SMILES included); a longer one is a quoting accident
+MAX_ID_CHARS = 200  # values quoted in error messages are cut to this length
+
+
+def short(value: object, limit: int = MAX_ID_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages (a 10 MB value must not make a 10 MB line)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a source file; only regular files are read (a FIFO, device or folder would block or mislead).
+
+    Raises ``FileNotFoundError`` for a missing file, ``IsADirectoryError`` naming a non-regular one, other
+    ``OSError`` as they come (callers word the fix for their stage).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: opening a FIFO must not wait for a writer
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file (a FIFO, device, socket or folder)", str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def check_metadata_shape(path: Path, rows: int, lengths: dict[str, int]) -> None:
+    """Every reader of a metadata CSV applies the same strict shape checks: one row per physical line (a quote left
+    open swallows the following lines into one value) and no value longer than ``MAX_FIELD_CHARS``.
+
+    ``rows``: the parsed row count; ``lengths``: the longest value per column.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    lines -= len(data) - len(data.rstrip(b"\r\n")) - (1 if data.endswith(b"\n") else 0)  # trailing blank lines
+    if rows != lines - 1:
+        at = next((i + 1 for i, line in enumerate(data.split(b"\n")) if line.count(b'"') % 2), None)
+        where = f" (an unbalanced quote at line {at})" if at is not None else ""
+        raise SourceError(f"{path}: {lines - 1:,} data lines parse as {rows:,} rows{where}: a value with an open "
+                          "quote or a line break swallows the lines after it; close the quote (each row of "
+                          "metadata.csv is one line)")
+    for col, n in sorted(lengths.items()):
+        if n > MAX_FIELD_CHARS:
+            raise SourceError(f"{path}: column {col} has a value of {n:,} characters (at most {MAX_FIELD_CHARS:,}): "
+                              "an unbalanced quote or a corrupt file; fix that row")
+
+
+def read_metadata(src: str | Path, metadata: str = SOURCE_METADATA) -> tuple[Layout, pd.DataFrame]:
     """Read and validate a source screen's metadata; raise :class:`SourceError` naming the problem."""
     src = Path(src)
     path = src / metadata
@@ -127,8 +198,11 @@ def read_metadata(src: str | Path, metadata: str = "metadata.csv") -> tuple[Layo
         dtypes.update(plate="int64", site="int64", sirna_id="int64")
     try:
         df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values={"concentration": [""]})
-    except (ValueError, TypeError) as exc:
-        raise SourceError(f"{path}: a column has values of the wrong type ({exc}); plate must be an integer") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise SourceError(f"{path}: a column has values of the wrong type ({short(str(exc))}); plate must be an "
+                          "integer (at most 19 digits)") from None
+    check_metadata_shape(path, len(df), {c: int(df[c].str.len().max() or 0) for c in df.columns
+                                         if df[c].dtype == "string" and len(df)})
     _validate(layout, df, path)
     return layout, df
 
@@ -188,7 +262,8 @@ def image_relpaths(layout: Layout, df: pd.DataFrame, channels: Iterable[int] = C
     rep = base.loc[base.index.repeat(len(channels))].reset_index(drop=True)
     rep["channel"] = np.tile(np.asarray(channels, dtype=np.int64), n)
     prefix = (
-        "images/" + rep[layout.experiment_col] + "/Plate" + rep["plate"].astype(str) + "/" + rep[layout.address_col]
+        f"{IMAGES_DIR}/" + rep[layout.experiment_col] + "/Plate" + rep["plate"].astype(str) + "/"
+        + rep[layout.address_col]
     )
     rep["relpath"] = prefix + "_s" + rep["site"].astype(str) + "_w" + rep["channel"].astype(str) + ".png"
     return rep[["well_id", "site", "channel", "relpath"]]

@@ -30,9 +30,11 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from rxcurate.manifest import Codec, Convert, Crop
+from rxcurate.errors import ManifestError
+from rxcurate.manifest import Codec, Convert, Crop, Manifest
 
-__all__ = ["crop_image", "to_uint8", "encode", "decode", "psnr", "max_abs_error", "transform_image"]
+__all__ = ["crop_image", "to_uint8", "encode", "decode", "psnr", "max_abs_error", "transform_image",
+           "check_crop_fits"]
 
 
 def crop_image(img: np.ndarray, crop: Crop | None) -> np.ndarray:
@@ -94,13 +96,13 @@ def encode(img8: np.ndarray, codec: Codec) -> bytes:
             opts["irreversible"] = False
         else:
             opts.update(irreversible=True, quality_mode="rates" if codec.mode == "rate" else "dB",
-                        quality_layers=[float(codec.value)])
+                        quality_layers=[float(codec.value or 0)])
         Image.fromarray(img8).save(buf, format="JPEG2000", **opts)
         return buf.getvalue()
     if codec.name == "htj2k":
         if codec.mode == "lossless":
             return bytes(imagecodecs.htj2k_encode(img8, reversible=True))
-        return bytes(imagecodecs.htj2k_encode(img8, level=float(codec.value)))
+        return bytes(imagecodecs.htj2k_encode(img8, level=float(codec.value or 0)))
     raise ValueError(f"unknown codec {codec.name!r}")
 
 
@@ -125,3 +127,16 @@ def transform_image(img: np.ndarray, crop: Crop | None, convert: Convert, codec:
     """Crop, convert and encode one image: (encoded bytes, the uncompressed 8-bit crop, clipped low, clipped high)."""
     img8, n_low, n_high = to_uint8(crop_image(img, crop), convert, channel)
     return encode(img8, codec), img8, n_low, n_high
+
+
+def check_crop_fits(manifest: Manifest, image_shape: list[int] | tuple[int, int]) -> None:
+    """The manifest's ``transform.crop`` fits images of ``image_shape`` (h, w); a ManifestError naming a size that
+    does (select checks the source images, compress the lockfile's recorded shape)."""
+    crop = manifest.transform.crop
+    if crop is None:
+        return
+    h, w = image_shape
+    oy, ox = crop.origin if crop.origin is not None else ((h - crop.height) // 2, (w - crop.width) // 2)
+    if crop.height > h or crop.width > w or oy + crop.height > h or ox + crop.width > w:
+        raise ManifestError(f"{manifest.path}: transform.crop {crop.to_dict()} does not fit the source images "
+                            f"({w}x{h}): use a size <= {min(h, w)} (e.g. crop: {{size: {min(h, w, 512)}}})")

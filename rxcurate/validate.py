@@ -22,34 +22,66 @@ The report is JSON-serialisable; ``ok`` only when every check passed.
 from __future__ import annotations
 
 import copy
+import csv
+import fnmatch
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import imagecodecs
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rxcurate.benchmarks import (
+    compare_results,
+    definition_checksum,
+    evaluate_files,
+    validate_definition,
+    validate_results,
+)
+from rxcurate.card import IMAGES_CONFIG, METADATA_CONFIG, build_card, data_hash_of, split_card, strip_prose
 from rxcurate.errors import ReleaseValidationError, RxcurateError
-from rxcurate.io import sha256_file
-from rxcurate.release import (
+from rxcurate.io import canonical_hash, read_json, sha256_file
+from rxcurate.layout import (
+    BENCHMARKS_DIR,
     CARD,
     CHANGELOG,
+    DATA_DIR,
+    EMBEDDINGS_DIR,
     LOCKFILE,
     METADATA_CSV,
     METADATA_PARQUET,
+    POLARIS_DIR,
     RELEASE_JSON,
     REPORT,
+    Lockfile,
+    Release,
+    definition_path,
+    embedding_config_name,
+    is_visible,
+    read_lockfile,
     read_release_json,
+    release_files,
 )
+from rxcurate.manifest import Manifest, data_version
+from rxcurate.publish.hf import redact
+from rxcurate.publish.hub import PinnedVersion, open_version
+from rxcurate.publish.polaris import check_artifacts
+from rxcurate.publish.targets import CARRIED_PREFIXES, REPO_FILES, linked_files, relabel, resolve_target
+from rxcurate.release_inputs import discover_benchmarks, manifest_of, read_inputs, results_summary
+from rxcurate.schemas import validate as validate_schema
 
 DEFAULT_SAMPLE = 64
-IGNORED_PREFIXES = ("leaderboard/",)
-IGNORED_NAMES = (".gitattributes",)
+IGNORED_PREFIXES = CARRIED_PREFIXES  # the leaderboard lives in the repository but is no part of a release
+IGNORED_NAMES = REPO_FILES
+DATA = f"{DATA_DIR}/"  # the findings of all shards together name the folder
 MAX_EXAMPLES = 3
 
 
@@ -80,7 +112,7 @@ class ValidationReport:
         return [f for f in self.findings if not f.ok]
 
     def add(self, check: str, file: str, ok: bool, message: str) -> None:
-        self.findings.append(Finding(check, file, ok, message))
+        self.findings.append(Finding(check, file, ok, redact(message)))
 
     def fail(self, check: str, file: str, message: str) -> None:
         self.add(check, file, False, f"{file}: {message}")
@@ -107,20 +139,18 @@ def _examples(items: list[Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- checks
-def _check_release_json(folder: Path, rep: ValidationReport) -> dict[str, Any] | None:
-    from rxcurate.schemas import validate
-
+def _check_release_json(folder: Path, rep: ValidationReport) -> Release | None:
     try:
-        doc = read_release_json(folder, ReleaseValidationError)
+        doc = read_release_json(folder)
     except RxcurateError as exc:
-        rep.add("release.json", RELEASE_JSON, False, _relative(exc, folder))
+        rep.add(RELEASE_JSON, RELEASE_JSON, False, _relative(exc, folder))
         return None
     try:
-        validate(doc, "release", ReleaseValidationError, RELEASE_JSON)
+        validate_schema(dict(doc.raw), "release", ReleaseValidationError, RELEASE_JSON)
     except RxcurateError as exc:
-        rep.add("release.json", RELEASE_JSON, False, str(exc))
+        rep.add(RELEASE_JSON, RELEASE_JSON, False, str(exc))
         return None
-    rep.add("release.json", RELEASE_JSON, True, f"{RELEASE_JSON}: schema valid (version {doc['version']})")
+    rep.add(RELEASE_JSON, RELEASE_JSON, True, f"{RELEASE_JSON}: schema valid (version {doc.version})")
     return doc
 
 
@@ -129,18 +159,17 @@ def _all_files(folder: Path) -> list[str]:
     for p in folder.rglob("*"):
         if p.is_file():
             rel = p.relative_to(folder).as_posix()
-            if any(part.startswith(".") for part in rel.split("/")) or rel.startswith(IGNORED_PREFIXES) \
-                    or rel in IGNORED_NAMES:
+            if not is_visible(rel) or rel.startswith(IGNORED_PREFIXES) or rel in IGNORED_NAMES:
                 continue
             out.append(rel)
     return sorted(out)
 
 
-def _check_files(folder: Path, release: dict[str, Any], rep: ValidationReport, checkout: bool) -> set[str]:
+def _check_files(folder: Path, release: Release, rep: ValidationReport, checkout: bool) -> set[str]:
     """sha256/size of every listed file; returns the files that failed. Unlisted files: every file of a checkout,
     the release files of a local release folder (which may hold other things, e.g. the source screen)."""
     bad: set[str] = set()
-    files = release.get("files", {})
+    files = release.files
     for rel in sorted(files):
         want = files[rel]
         path = folder / rel
@@ -156,8 +185,6 @@ def _check_files(folder: Path, release: dict[str, Any], rep: ValidationReport, c
         if sha256_file(path) != want.get("sha256"):
             rep.fail("files", rel, "sha256 differs from release.json (the file was modified)")
             bad.add(rel)
-    from rxcurate.release import release_files
-
     present = _all_files(folder) if checkout else release_files(folder)
     extra = [r for r in present if r not in files and r not in (CARD, RELEASE_JSON)]
     for rel in extra:
@@ -167,20 +194,16 @@ def _check_files(folder: Path, release: dict[str, Any], rep: ValidationReport, c
     return bad
 
 
-def _check_manifest(folder: Path, release: dict[str, Any], rep: ValidationReport):
-    from rxcurate.manifest import data_version
-    from rxcurate.release import manifest_of
-    from rxcurate.select import read_lockfile
-
+def _check_manifest(folder: Path, release: Release, rep: ValidationReport) -> tuple[Manifest | None, Lockfile | None]:
     try:
-        manifest = manifest_of(release, ReleaseValidationError, RELEASE_JSON)
+        manifest = manifest_of(release.raw, RELEASE_JSON)
     except RxcurateError as exc:
         rep.add("manifest", RELEASE_JSON, False, str(exc))
         return None, None
     ok = True
     if manifest.version != release.get("version"):
         rep.fail("manifest", RELEASE_JSON, f"manifest version {manifest.version} differs from version "
-                                           f"{release.get('version')}")
+                                           f"{release.version}")
         ok = False
     if manifest.manifest_hash() != release.get("manifest_hash"):
         rep.fail("manifest", RELEASE_JSON, "manifest_hash does not match the recorded manifest")
@@ -211,18 +234,23 @@ class _Shards:
     rows: list[int]
 
 
-def _read_shards(folder: Path, release: dict[str, Any], rep: ValidationReport) -> _Shards | None:
-    paths = sorted(r for r in release.get("files", {}) if r.startswith("data/") and r.endswith(".parquet"))
+def shard_files(files: Mapping[str, Any]) -> list[str]:
+    """The image shards (``data/*.parquet``) among a release's files, sorted."""
+    return sorted(r for r in files if r.startswith(DATA) and r.endswith(".parquet"))
+
+
+def _read_shards(folder: Path, release: Release, rep: ValidationReport) -> _Shards | None:
+    paths = shard_files(release.files)
     if not paths:
-        rep.fail("counts", RELEASE_JSON, "lists no data/ shards")
+        rep.fail("counts", RELEASE_JSON, f"lists no {DATA} shards")
         return None
     keys, rows = [], []
     for rel in paths:
         try:
             f = pq.ParquetFile(folder / rel)
-            if "__key__" not in f.schema_arrow.names or release["image"]["column"] not in f.schema_arrow.names:
+            if "__key__" not in f.schema_arrow.names or release.image["column"] not in f.schema_arrow.names:
                 rep.fail("keys", rel, f"columns {f.schema_arrow.names}; a shard has __key__ and "
-                                      f"{release['image']['column']}")
+                                      f"{release.image['column']}")
                 return None
             keys.append(f.read(columns=["__key__"]).column("__key__"))
             rows.append(f.metadata.num_rows)
@@ -232,7 +260,7 @@ def _read_shards(folder: Path, release: dict[str, Any], rep: ValidationReport) -
     return _Shards(paths, keys, rows)
 
 
-def expected_keys(metadata, layout: str, sites: list[int], channels: list[int]) -> list[str]:
+def expected_keys(metadata: pd.DataFrame, layout: str, sites: list[int], channels: list[int]) -> list[str]:
     """``__key__`` of every image the metadata implies (wells x sites x channels; RxRx1 rows are sites)."""
     if layout == "rxrx1":
         exp, addr = metadata["experiment"].astype(str), metadata["well"].astype(str)
@@ -245,28 +273,20 @@ def expected_keys(metadata, layout: str, sites: list[int], channels: list[int]) 
     return [f"{e}/Plate{p}/{a}_s{s}_{c}" for e, p, a, s in base for c in channels]
 
 
-def _check_counts_and_keys(folder: Path, release: dict[str, Any], manifest, lock, shards: _Shards,
-                           rep: ValidationReport):
-    import pandas as pd
-
-    from rxcurate.io import read_json
-
+def _check_counts_and_keys(folder: Path, release: Release, manifest: Manifest | None, lock: Lockfile | None,
+                           shards: _Shards,
+                           rep: ValidationReport) -> pd.DataFrame | None:
     ok = True
     try:
         metadata = pd.read_parquet(folder / METADATA_PARQUET)
     except Exception as exc:  # noqa: BLE001
         rep.fail("counts", METADATA_PARQUET, f"unreadable ({type(exc).__name__})")
         return None
-    try:
-        csv = pd.read_csv(folder / METADATA_CSV, dtype=str, keep_default_na=False)
-        if len(csv) != len(metadata) or list(csv["well_id"]) != list(metadata["well_id"].astype(str)):
-            rep.fail("counts", METADATA_CSV, f"{len(csv):,} rows / well ids differ from {METADATA_PARQUET} "
-                                             f"({len(metadata):,} rows)")
-            ok = False
-    except Exception as exc:  # noqa: BLE001
-        rep.fail("counts", METADATA_CSV, f"unreadable ({type(exc).__name__})")
+    problem = csv_problem(folder)
+    if problem:
+        rep.fail("counts", METADATA_CSV, problem)
         ok = False
-    counts = release.get("counts", {})
+    counts = release.counts
     wells = sorted(metadata["well_id"].astype(str).unique())
     n_images = sum(shards.rows)
     try:
@@ -274,10 +294,10 @@ def _check_counts_and_keys(folder: Path, release: dict[str, Any], manifest, lock
     except Exception:  # noqa: BLE001
         rep.fail("counts", REPORT, "unreadable JSON")
         skipped = set()
-    for what, actual, claimed, file in (("images", n_images, counts.get("images"), "data/"),
+    for what, actual, claimed, file in (("images", n_images, counts.get("images"), DATA),
                                         ("wells", len(wells), counts.get("wells"), METADATA_PARQUET),
                                         ("metadata rows", len(metadata), counts.get("metadata_rows"), METADATA_PARQUET),
-                                        ("shards", len(shards.paths), counts.get("shards"), "data/")):
+                                        ("shards", len(shards.paths), counts.get("shards"), DATA)):
         if actual != claimed:
             rep.fail("counts", file, f"{actual:,} {what}, release.json counts say {claimed}")
             ok = False
@@ -294,8 +314,8 @@ def _check_counts_and_keys(folder: Path, release: dict[str, Any], manifest, lock
         for w, ks in zip(lw, lock.table.column("keys").to_pylist(), strict=True):
             if w not in skipped:
                 lock_keys.extend(ks)
-    sites = list(release.get("image", {}).get("sites", [1]))
-    channels = list(release.get("image", {}).get("channels", []))
+    sites = list(release.image.get("sites", [1]))
+    channels = list(release.image.get("channels", []))
     expected = expected_keys(metadata, manifest.layout if manifest else release.get("layout", "rxrx3"), sites,
                              channels)
     # keys: per shard sorted and unique, across shards ordered, globally unique
@@ -319,22 +339,45 @@ def _check_counts_and_keys(folder: Path, release: dict[str, Any], manifest, lock
     have, want = set(all_keys), set(expected)
     missing, extra = sorted(want - have), sorted(have - want)
     if missing:
-        rep.fail("keys", "data/", f"{len(missing)} image(s) of metadata wells x channels are missing from the shards "
+        rep.fail("keys", DATA, f"{len(missing)} image(s) of metadata wells x channels are missing from the shards "
                                   f"(e.g. {_examples(missing)})")
         ok = False
     if extra:
         where = _key_files(shards, set(extra[:MAX_EXAMPLES]))
-        rep.fail("keys", where or "data/", f"{len(extra)} __key__ value(s) match no metadata well x channel "
-                                           f"(e.g. {_examples(extra)})")
+        rep.fail("keys", where or DATA, f"{len(extra)} __key__ value(s) match no metadata well x channel "
+                                        f"(e.g. {_examples(extra)})")
         ok = False
     if lock is not None and sorted(lock_keys) != sorted(all_keys) and not (missing or extra):
         rep.fail("keys", LOCKFILE, "the shards' __key__ set differs from the lockfile's keys")
         ok = False
     if ok:
-        rep.add("counts", "data/", True, f"{n_images:,} images in {len(shards.paths)} shard(s), {len(wells):,} wells: "
+        rep.add("counts", DATA, True, f"{n_images:,} images in {len(shards.paths)} shard(s), {len(wells):,} wells: "
                                          "counts match the lockfile and release.json; __key__ unique, sorted and "
                                          "one-to-one with metadata wells x channels")
     return metadata
+
+
+def csv_problem(folder: Path) -> str | None:
+    """How ``metadata.csv`` differs from ``metadata.parquet`` written as CSV (as compress writes it), or None."""
+    try:
+        text = (folder / METADATA_CSV).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"unreadable ({type(exc).__name__})"
+    want = pq.read_table(folder / METADATA_PARQUET).to_pandas().to_csv(index=False, lineterminator="\n")
+    if text == want:
+        return None
+    have, expected = text.split("\n"), want.split("\n")
+    header = next(csv.reader([expected[0]]), [])
+    for i, (a, b) in enumerate(zip(have, expected, strict=False)):
+        if a != b:
+            fa, fb = next(csv.reader([a]), []), next(csv.reader([b]), [])
+            col = next((j for j in range(max(len(fa), len(fb))) if j >= min(len(fa), len(fb)) or fa[j] != fb[j]), 0)
+            name = header[col] if col < len(header) else f"field {col + 1}"
+            got = fa[col] if col < len(fa) else "(missing)"
+            exp = fb[col] if col < len(fb) else "(missing)"
+            return (f"line {i + 1} ({name}) reads {got[:80]!r}, {METADATA_PARQUET} has {exp[:80]!r}: the CSV differs "
+                    f"from {METADATA_PARQUET}")
+    return f"{len(have) - 1:,} lines, {METADATA_PARQUET} has {len(expected) - 1:,}: the CSV differs from it"
 
 
 def _key_files(shards: _Shards, keys: set[str]) -> str:
@@ -344,13 +387,11 @@ def _key_files(shards: _Shards, keys: set[str]) -> str:
     return ""
 
 
-def _check_images(folder: Path, release: dict[str, Any], shards: _Shards, rep: ValidationReport, full: bool,
+def _check_images(folder: Path, release: Release, shards: _Shards, rep: ValidationReport, full: bool,
                   sample: int, seed: int) -> None:
-    import imagecodecs
-
     total = sum(shards.rows)
-    shape = tuple(release.get("image", {}).get("shape") or ())
-    column = release.get("image", {}).get("column", "jp2")
+    shape = tuple(release.image.get("shape") or ())
+    column = release.image.get("column", "jp2")
     if full or sample >= total:
         chosen = np.arange(total)
     else:
@@ -393,16 +434,84 @@ def _check_images(folder: Path, release: dict[str, Any], shards: _Shards, rep: V
                     if bad <= MAX_EXAMPLES:
                         rep.fail("images", rel, f"{key}: image path {cell.get('path')!r} does not match its key")
     if bad > MAX_EXAMPLES:
-        rep.fail("images", "data/", f"{bad} bad image(s) in total")
+        rep.fail("images", DATA, f"{bad} bad image(s) in total")
     if not bad:
-        rep.add("images", "data/", True, f"{checked:,} of {total:,} images decode to uint8 {list(shape)}"
+        rep.add("images", DATA, True, f"{checked:,} of {total:,} images decode to uint8 {list(shape)}"
                                          + (" (all)" if checked == total else f" (seeded sample, seed {seed})"))
 
 
-def _check_embeddings(folder: Path, release: dict[str, Any], wells: list[str], rep: ValidationReport) -> None:
-    from rxcurate.io import read_json
+RATE_HEADER_BYTES = 256  # codestream headers beyond OpenJPEG's rate target (bytes <= h*w/rate + headers)
 
-    for e in release.get("embeddings", []):
+
+def image_sizes(folder: Path, shards: _Shards, column: str) -> np.ndarray:
+    """Encoded bytes of every image, in shard order (read one row group at a time)."""
+    out = []
+    for rel in shards.paths:
+        f = pq.ParquetFile(folder / rel)
+        for g in range(f.num_row_groups):
+            col = f.read_row_group(g, columns=[column]).column(column).combine_chunks()
+            data = pc.struct_field(col, "bytes") if pa.types.is_struct(col.type) else col
+            out.append(pc.binary_length(data).to_numpy(zero_copy_only=False))
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        out: dict[str, Any] = {}
+        for k in sorted(tree):
+            out.update(_leaves(tree[k], f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: tree}
+
+
+def _check_compression(folder: Path, release: Release, manifest: Manifest | None, shards: _Shards,
+                       rep: ValidationReport) -> None:
+    """The compression report's byte counts re-measured from the shards, the declared codec the same in
+    release.json, the manifest and the report, and a fixed rate consistent with the measured image sizes."""
+    report = read_json(folder / REPORT)
+    shape = list(release.image.get("shape") or [])
+    sizes = image_sizes(folder, shards, release.image.get("column", "jp2"))
+    ok = True
+    if len(shape) == 2 and len(sizes):
+        pixels = int(shape[0]) * int(shape[1])
+        measured = {"images_total": int(sizes.sum()),
+                    "shards_total": int(sum((folder / rel).stat().st_size for rel in shards.paths)),
+                    "per_image": {"mean": round(float(sizes.mean()), 2), "min": int(sizes.min()),
+                                  "median": float(np.median(sizes)), "max": int(sizes.max())},
+                    "uncompressed_8bit_per_image": pixels,
+                    "compression_ratio": round(pixels / float(sizes.mean()), 3)}
+        claimed = _leaves(report.get("bytes") or {})
+        for key, value in _leaves(measured).items():
+            if claimed.get(key) != value:
+                rep.fail("compression", REPORT, f"bytes.{key} is {claimed.get(key)}, the shards measure {value}")
+                ok = False
+        if report.get("image_shape") != shape:
+            rep.fail("compression", REPORT, f"image_shape {report.get('image_shape')}, release.json says {shape}")
+            ok = False
+    codec = release.image.get("codec") or {}
+    for where, other in ((f"the manifest's transform ({RELEASE_JSON}#manifest)",
+                          manifest.transform.codec.to_dict() if manifest else codec),
+                         (REPORT, (report.get("transform") or {}).get("codec"))):
+        if other != codec:
+            rep.fail("compression", RELEASE_JSON, f"image.codec {codec} differs from the codec of {where}: {other}")
+            ok = False
+    if codec.get("mode") == "rate" and len(shape) == 2 and len(sizes):
+        rate = float(codec.get("value") or 0)
+        limit = int(shape[0]) * int(shape[1]) / rate + RATE_HEADER_BYTES if rate > 0 else float("inf")
+        if int(sizes.max()) > limit:
+            rep.fail("compression", DATA, f"images of up to {int(sizes.max()):,} bytes (mean "
+                                          f"{float(sizes.mean()):,.1f}): the declared codec rate {rate:g} allows at "
+                                          f"most {limit:,.0f} bytes per "
+                                          f"{shape[0]}x{shape[1]} uint8 image")
+            ok = False
+    if ok:
+        rep.add("compression", REPORT, True, f"{REPORT}: byte counts re-measured from the shards; codec "
+                                             f"{codec.get('name')} {codec.get('mode')} {codec.get('value', '')} "
+                                             "consistent")
+
+
+def _check_embeddings(folder: Path, release: Release, wells: list[str], rep: ValidationReport) -> None:
+    for e in release.embeddings:
         rel = e["path"]
         try:
             table = pq.read_table(folder / rel)
@@ -478,7 +587,7 @@ def identical_pairs(ids: list[str], x: np.ndarray) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def _find_by_sha(folder: Path, files: dict[str, Any], sha: str | None,
+def _find_by_sha(folder: Path, files: Mapping[str, Any], sha: str | None,
                  prefix: tuple[str, ...] | str = "") -> Path | None:
     if not sha:
         return None
@@ -488,17 +597,16 @@ def _find_by_sha(folder: Path, files: dict[str, Any], sha: str | None,
     return None
 
 
-def rerun_result(folder: Path, files: dict[str, Any], definition_path: Path, published: dict[str, Any]) -> list[str]:
+def rerun_result(folder: Path, files: Mapping[str, Any], definition: Path, published: dict[str, Any]) -> list[str]:
     """Re-run one published result from the published files; problems (empty = reproduced).
 
     The seam to :mod:`rxcurate.benchmarks`: inputs are located in the release by the sha256 recorded in the
     result's provenance, then ``evaluate_files`` runs and ``compare_results`` compares within the tolerance.
     """
-    from rxcurate.benchmarks import compare_results, evaluate_files
-
     inputs = (published.get("provenance") or {}).get("inputs") or {}
     paths: dict[str, Path | None] = {}
-    for key, prefix in (("embeddings", "embeddings/"), ("metadata", ("metadata.",)), ("map", "")):
+    for key, prefix in (("embeddings", f"{EMBEDDINGS_DIR}/"), ("metadata", (METADATA_CSV, METADATA_PARQUET)),
+                        ("map", "")):
         spec = inputs.get(key)
         if spec:
             paths[key] = _find_by_sha(folder, files, spec.get("sha256"), prefix)
@@ -507,22 +615,47 @@ def rerun_result(folder: Path, files: dict[str, Any], definition_path: Path, pub
                         f"published file"]
     truth: dict[str, Path] = {}
     for name, spec in sorted((inputs.get("truth") or {}).items()):
-        p = _find_by_sha(folder, files, spec.get("sha256"), "benchmarks/")
+        p = _find_by_sha(folder, files, spec.get("sha256"), f"{BENCHMARKS_DIR}/")
         if p is None:
-            return [f"its truth input {name} ({spec.get('file')}) is not published under benchmarks/"]
+            return [f"its truth input {name} ({spec.get('file')}) is not published under {BENCHMARKS_DIR}/"]
         truth[name] = p
-    from rxcurate.io import canonical_hash
-
-    key = canonical_hash({"definition": sha256_file(definition_path),
+    key = canonical_hash({"definition": sha256_file(definition),
                           "inputs": {k: sha256_file(p) for k, p in sorted(paths.items()) if p is not None},
                           "truth": {k: sha256_file(p) for k, p in truth.items()}})
     if key not in _RERUNS:
         try:
-            _RERUNS[key] = evaluate_files(str(definition_path), paths.get("embeddings"), paths.get("metadata"),
+            _RERUNS[key] = evaluate_files(str(definition), paths.get("embeddings"), paths.get("metadata"),
                                           truth or None, None, map_path=paths.get("map"))
         except RxcurateError as exc:
             return [f"re-run failed: {exc}"]
-    return compare_results(published, copy.deepcopy(_RERUNS[key]))
+    rerun = copy.deepcopy(_RERUNS[key])
+    return compare_results(published, rerun) + summary_problems(published, rerun)
+
+
+def _tolerance(path: str, tolerance: Any) -> float:
+    if not isinstance(tolerance, Mapping):
+        return float(tolerance)
+    metrics = tolerance.get("metrics") or {}
+    hit = next((p for p in sorted(metrics) if fnmatch.fnmatchcase(path, p)), None)
+    return float(metrics[hit]) if hit is not None else float(tolerance.get("default", 0.0))
+
+
+def summary_problems(published: Mapping[str, Any], rerun: Mapping[str, Any]) -> list[str]:
+    """The published ``summary`` (what the card, release.json and the leaderboard show) against the re-run's, numbers
+    within the results' tolerance, everything else exactly."""
+    pub, new = published.get("summary") or {}, rerun.get("summary") or {}
+    tol = (published.get("benchmark") or {}).get("tolerance", 0.0)
+    problems = []
+    for k in sorted(set(pub) | set(new)):
+        a, b = pub.get(k), new.get(k)
+        if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool) \
+                and not isinstance(b, bool):
+            differs = abs(float(a) - float(b)) > _tolerance(k, tol)
+        else:
+            differs = a != b
+        if differs or (k in pub) != (k in new):
+            problems.append(f"summary {k}: published {a}, re-run {b}")
+    return problems
 
 
 # Re-runs are pure functions of the bytes of the definition and the inputs: within one process, validating the same
@@ -530,16 +663,14 @@ def rerun_result(folder: Path, files: dict[str, Any], definition_path: Path, pub
 _RERUNS: dict[str, dict[str, Any]] = {}
 
 
-def _check_benchmarks(folder: Path, release: dict[str, Any], rep: ValidationReport, rerun: bool) -> None:
-    from rxcurate.benchmarks import definition_checksum, validate_definition, validate_results
-    from rxcurate.io import read_json
-
-    files = release.get("files", {})
-    for b in release.get("benchmarks", []):
+def _check_benchmarks(folder: Path, release: Release, rep: ValidationReport, rerun: bool) -> None:
+    files = release.files
+    for b in release.benchmarks:
         drel = b.get("definition")
         defn = None
         if not drel:
-            rep.fail("benchmarks", f"benchmarks/definitions/{b['id']}.json", "missing: results need their definition")
+            rep.fail("benchmarks", definition_path(folder, b["id"]).relative_to(folder).as_posix(),
+                     "missing: results need their definition")
         else:
             try:
                 defn = validate_definition(read_json(folder / drel), drel)
@@ -571,27 +702,76 @@ def _check_benchmarks(folder: Path, release: dict[str, Any], rep: ValidationRepo
                                                   f"tolerance {published['benchmark']['tolerance']}")
 
 
-def _check_card(folder: Path, release: dict[str, Any], metadata, shards: _Shards | None,
-                rep: ValidationReport) -> None:
-    from rxcurate.card import IMAGES_CONFIG, METADATA_CONFIG, data_hash_of, split_card
-    from rxcurate.schemas import validate
+def _check_results_summary(folder: Path, release: Release, rep: ValidationReport) -> None:
+    """release.json's ``results_summary`` recomputed from the published results files (checked above)."""
+    want = results_summary(discover_benchmarks(folder))
+    got = release.get("results_summary") or {}
+    wrong = []
+    for bid in sorted(set(want) | set(got)):
+        for sset in sorted(set(want.get(bid) or {}) | set(got.get(bid) or {})):
+            w, g = (want.get(bid) or {}).get(sset), (got.get(bid) or {}).get(sset)
+            if w is None or g is None:
+                wrong.append(f"{bid}/{sset} is {'missing' if g is None else 'listed'} but the results files "
+                             f"{'have' if w is not None else 'lack'} it")
+                continue
+            wrong += [f"{bid}/{sset} {k} is {g.get(k)}, the results file says {w.get(k)}"
+                      for k in [*w, *(k for k in g if k not in w)] if g.get(k) != w.get(k)]
+    for msg in wrong[:MAX_EXAMPLES]:
+        rep.fail("benchmarks", RELEASE_JSON, f"results_summary {msg}")
+    if not wrong:
+        rep.add("benchmarks", RELEASE_JSON, True, f"{RELEASE_JSON}: results_summary recomputed from the results files")
 
+
+def _first_difference(published: str, rebuilt: str) -> str:
+    a, b = published.split("\n"), rebuilt.split("\n")
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return f"body line {i + 1} reads {x.strip()[:120]!r}, the published files give {y.strip()[:120]!r}"
+    return f"the body has {len(a)} lines, the published files give {len(b)}"
+
+
+def _check_card_rebuilt(folder: Path, release: Release, meta: dict[str, Any], body: str, got: str,
+                        rep: ValidationReport) -> bool:
+    """Regenerate the card from the published files: its data hash must be the card's (release.json's is checked
+    separately), so numbers edited in both the card and release.json are still caught."""
+    try:
+        rebuilt = build_card(read_inputs(manifest_of(release.raw), folder),
+                             (folder / CHANGELOG).read_text(encoding="utf-8"))
+    except (RxcurateError, OSError, ValueError, KeyError) as exc:
+        rep.fail("card", CARD, f"cannot be regenerated from the published files ({_relative(exc, folder)[:200]})")
+        return False
+    if rebuilt.data_hash == got:
+        return True
+    new_meta, new_body = split_card(rebuilt.text)
+    if new_meta != meta:
+        keys = sorted(k for k in set(meta) | set(new_meta) if meta.get(k) != new_meta.get(k))
+        detail = f"front matter {keys[0]} is {str(meta.get(keys[0]))[:120]}, the published files give " \
+                 f"{str(new_meta.get(keys[0]))[:120]}"
+    else:
+        detail = _first_difference(strip_prose(body), strip_prose(new_body))
+    rep.fail("card", CARD, f"differs from the card regenerated from the published files: {detail}; regenerate it with "
+                           "rxcurate card")
+    return False
+
+
+def _check_card(folder: Path, release: Release, metadata: pd.DataFrame | None, shards: _Shards | None,
+                rep: ValidationReport) -> None:
     path = folder / CARD
     if not path.is_file():
         rep.fail("card", CARD, "missing (the dataset card)")
         return
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
-        meta, body = split_card(text, ReleaseValidationError, CARD)
-        validate(meta, "card", ReleaseValidationError, f"{CARD} front matter")
+        meta, body = split_card(text)
+        validate_schema(meta, "card", ReleaseValidationError, f"{CARD} front matter")
     except RxcurateError as exc:
         rep.add("card", CARD, False, str(exc))
         return
     ok = True
     actual: dict[str, int | None] = {IMAGES_CONFIG: sum(shards.rows) if shards else None,
                                      METADATA_CONFIG: len(metadata) if metadata is not None else None}
-    for e in release.get("embeddings", []):
-        actual["embeddings-" + e["name"].replace("/", "-")] = e.get("rows")
+    for e in release.embeddings:
+        actual[embedding_config_name(e["name"])] = e.get("rows")
     for info in meta.get("dataset_info", []):
         name = info.get("config_name")
         for split in info.get("splits", []):
@@ -606,27 +786,27 @@ def _check_card(folder: Path, release: dict[str, Any], metadata, shards: _Shards
                 rep.fail("card", CARD, f"config {cfg['config_name']}: data_files {df['path']!r} matches no file")
                 ok = False
     got = data_hash_of(meta, body)
-    want = (release.get("card") or {}).get("data_hash")
+    want = release.card.get("data_hash")
     if got != want:
         rep.fail("card", CARD, "generated content differs from release.json card.data_hash (edited outside its prose "
                                "blocks); regenerate it with rxcurate card")
         ok = False
+    ok = _check_card_rebuilt(folder, release, meta, body, got, rep) and ok
     if ok:
-        rep.add("card", CARD, True, f"{CARD}: parses, schema valid, data hash and split sizes match")
+        rep.add("card", CARD, True, f"{CARD}: parses, schema valid, data hash and split sizes match; regenerated from "
+                                    "the published files")
 
 
-def _check_polaris(folder: Path, release: dict[str, Any], rep: ValidationReport, full: bool) -> None:
-    if not release.get("polaris"):
+def _check_polaris(folder: Path, release: Release, rep: ValidationReport, full: bool) -> None:
+    if not release.polaris:
         return
-    from rxcurate.publish.polaris import check_artifacts
-
     problems = check_artifacts(folder, with_library=full)
     for p in problems:
         rel, _, msg = p.partition(": ")
         rep.fail("polaris", rel, msg)
     if not problems:
-        rep.add("polaris", "polaris/", True, "polaris/: artifacts consistent" + (" and load with polaris-lib" if full
-                                                                                  else ""))
+        rep.add("polaris", f"{POLARIS_DIR}/", True, f"{POLARIS_DIR}/: artifacts consistent"
+                + (" and load with polaris-lib" if full else ""))
 
 
 def validate_folder(folder: str | os.PathLike[str], *, full: bool = False, sample: int = DEFAULT_SAMPLE,
@@ -637,52 +817,74 @@ def validate_folder(folder: str | os.PathLike[str], *, full: bool = False, sampl
     folder = Path(folder)
     rep = ValidationReport(target or str(folder), version, commit, str(folder), full, seed)
     if not folder.is_dir():
-        rep.fail("release.json", str(folder), "folder does not exist")
+        rep.fail(RELEASE_JSON, str(folder), "folder does not exist")
         return rep
     release = _check_release_json(folder, rep)
     if release is None:
         return rep
     if version is not None and release.get("version") != version:
-        rep.fail("release.json", RELEASE_JSON, f"version {release.get('version')} but the tag is v{version}")
-    _check_files(folder, release, rep, checkout)
-    manifest, lock = _check_manifest(folder, release, rep)
-    shards = _read_shards(folder, release, rep)
+        rep.fail(RELEASE_JSON, RELEASE_JSON, f"version {release.get('version')} but the tag is v{version}")
+    links = linked_files(folder, release.files, whole=checkout)
+    for rel in links:
+        rep.fail("files", rel, "is a symbolic link; a release holds regular files only (copy the file in its place)")
+    if links:
+        return rep  # a link may point anywhere: read nothing through it
+    guard = _Guard(rep)
+    guard("files", RELEASE_JSON, _check_files, folder, release, rep, checkout)
+    manifest, lock = guard("manifest", RELEASE_JSON, _check_manifest, folder, release, rep) or (None, None)
+    shards = guard("counts", DATA, _read_shards, folder, release, rep)
     metadata = None
     if shards is not None:
-        metadata = _check_counts_and_keys(folder, release, manifest, lock, shards, rep)
-        _check_images(folder, release, shards, rep, full, sample, seed)
-    _check_card(folder, release, metadata, shards, rep)
+        metadata = guard("counts", METADATA_PARQUET, _check_counts_and_keys, folder, release, manifest, lock, shards,
+                         rep)
+        guard("images", DATA, _check_images, folder, release, shards, rep, full, sample, seed)
+        guard("compression", REPORT, _check_compression, folder, release, manifest, shards, rep)
+    guard("card", CARD, _check_card, folder, release, metadata, shards, rep)
     wells = sorted(metadata["well_id"].astype(str).unique()) if metadata is not None else []
-    _check_embeddings(folder, release, wells, rep)
-    _check_benchmarks(folder, release, rep, rerun)
-    _check_polaris(folder, release, rep, full)
+    guard("embeddings", EMBEDDINGS_DIR, _check_embeddings, folder, release, wells, rep)
+    guard("benchmarks", BENCHMARKS_DIR, _check_benchmarks, folder, release, rep, rerun)
+    guard("benchmarks", RELEASE_JSON, _check_results_summary, folder, release, rep)
+    guard("polaris", POLARIS_DIR, _check_polaris, folder, release, rep, full)
     if not (folder / CHANGELOG).is_file():
         rep.fail("files", CHANGELOG, "missing")
     return rep
 
 
+@dataclass
+class _Guard:
+    """Runs one check; an unexpected error of a damaged release (a missing or malformed file the check reads) is a
+    failed finding naming the file, never a traceback."""
+
+    rep: ValidationReport
+
+    def __call__(self, check: str, file: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - see the class doc
+            why = _relative(exc, Path(args[0]))[:200]
+            self.rep.fail(check, file, f"cannot be checked ({type(exc).__name__}: {why})")
+            return None
+
+
 # --------------------------------------------------------------------------------------------------- targets
+def pin_version(target: str, *, hub: str | os.PathLike[str] | None = None,
+                endpoint: str | None = None) -> PinnedVersion:
+    """Resolve ``target[@version]`` to one published version; raise :class:`ReleaseValidationError`."""
+    with relabel(ReleaseValidationError):
+        t = resolve_target(target, hub)
+        if t.kind == "polaris":
+            raise ReleaseValidationError(f"{target}: Polaris artifacts are validated with the dataset repository that "
+                                         f"carries them: validate local://{t.repo_id} or hf://{t.repo_id}")
+        return open_version(t, endpoint=endpoint)
+
+
 def fetch_version(target: str, dest: str | os.PathLike[str], *, hub: str | os.PathLike[str] | None = None,
                   endpoint: str | None = None) -> tuple[str, str | None, str]:
     """Check out / download ``target[@version]`` into the empty folder ``dest``. Returns (version, commit, label)."""
-    from rxcurate.publish.targets import resolve_target
-
-    t = resolve_target(target, hub, error_cls=ReleaseValidationError)
-    if t.kind == "polaris":
-        raise ReleaseValidationError(f"{target}: Polaris artifacts are validated with the dataset repository that "
-                                     f"carries them: validate local://{t.repo_id} or hf://{t.repo_id}")
-    if t.kind == "local":
-        from rxcurate.publish.local import LocalHub
-
-        lh = LocalHub(t.hub, ReleaseValidationError)
-        version = lh.resolve_version(t.repo_id, t.version or "latest")
-        lh.checkout(t.repo_id, version, dest)
-        return version, lh.commit_of(t.repo_id, version), f"local://{t.repo_id}@{version}"
-    from rxcurate.publish.hf import download_version
-
-    version, commit = download_version(t.repo_id, t.version or "latest", dest, endpoint=endpoint,
-                                       error_cls=ReleaseValidationError)
-    return version, commit, f"hf://{t.repo_id}@{version}"
+    pinned = pin_version(target, hub=hub, endpoint=endpoint)
+    with relabel(ReleaseValidationError):
+        pinned.checkout(dest)
+    return pinned.version, pinned.commit, str(pinned)
 
 
 def validate(target: str, *, hub: str | os.PathLike[str] | None = None, full: bool = False,
@@ -700,9 +902,16 @@ def validate(target: str, *, hub: str | os.PathLike[str] | None = None, full: bo
         cleanup = tempfile.mkdtemp(prefix="rxcurate-validate-")
         dest = Path(cleanup) / "release"
     try:
-        version, commit, label = fetch_version(target, dest, hub=hub, endpoint=endpoint)
-        rep = validate_folder(dest, full=full, sample=sample, seed=seed, rerun=rerun, target=label,
-                              version=version, commit=commit, checkout=True)
+        pinned = pin_version(target, hub=hub, endpoint=endpoint)  # a bad target: ReleaseValidationError (exit 2)
+        try:
+            with relabel(ReleaseValidationError):
+                pinned.checkout(dest)
+        except Exception as exc:  # noqa: BLE001 - a damaged repository or download is a finding, not a traceback
+            rep = ValidationReport(str(pinned), pinned.version, pinned.commit, str(dest), full, seed)
+            rep.fail("files", str(pinned), f"cannot be checked out ({' '.join(str(exc).split())[:300]})")
+            return rep
+        rep = validate_folder(dest, full=full, sample=sample, seed=seed, rerun=rerun, target=str(pinned),
+                              version=pinned.version, commit=pinned.commit, checkout=True)
         if cleanup is not None:
             rep.folder = "(temporary checkout, removed; keep one with --keep DIR)"
         return rep

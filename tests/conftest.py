@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Progress lines go to stderr, which CLI test runners mix into their output: off in tests unless a test enables it.
+os.environ.setdefault("RXCURATE_PROGRESS", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

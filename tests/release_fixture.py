@@ -37,11 +37,11 @@ def build_release(source: Path, base: Path) -> tuple[Path, Path]:
     if key in _CACHE:
         return _CACHE[key]
     os.environ.setdefault("RXCURATE_PROGRESS", "0")
+    from rxcurate.assemble import assemble
     from rxcurate.benchmarks import evaluate_files
     from rxcurate.compress import compress
     from rxcurate.embed import run_embed
     from rxcurate.manifest import load_manifest
-    from rxcurate.release import assemble
     from rxcurate.select import select
 
     folder = base / "release"

@@ -12,7 +12,8 @@ from rxcurate.benchmarks.definitions import DEFINITIONS_DIR
 from rxcurate.errors import BenchmarkError
 from rxcurate.schemas import schema_path
 
-SHIPPED = ["compound-gene-activity", "gene-gene-recall", "perturbation-signal", "rxrx1-batch-generalisation"]
+SHIPPED = ["compound-gene-activity", "compound-gene-activity-tvn", "gene-gene-recall", "gene-gene-recall-tvn",
+           "perturbation-signal", "rxrx1-batch-generalisation"]
 
 
 def test_shipped_definitions_are_listed_and_valid():
@@ -26,7 +27,8 @@ def test_shipped_definitions_are_listed_and_valid():
 
 def test_rxrx3_definitions_follow_the_published_notebook():
     # RxRx3-core benchmarks align per experiment on EMPTY_control wells (EFAAR_benchmarking notebook)
-    for bid in ("gene-gene-recall", "compound-gene-activity", "perturbation-signal"):
+    for bid in ("gene-gene-recall", "compound-gene-activity", "perturbation-signal", "gene-gene-recall-tvn",
+                "compound-gene-activity-tvn"):
         d = load_definition(bid)
         assert d["columns"]["batch"] == "experiment_name"
         assert d["controls"] == {"column": "treatment", "values": ["EMPTY_control"]}
@@ -34,8 +36,25 @@ def test_rxrx3_definitions_follow_the_published_notebook():
     cga = load_definition("compound-gene-activity")
     assert cga["seeds"] == {"start": 0, "count": 100}
     assert cga["parameters"]["active_nM"] == 1000 and cga["parameters"]["excluded_nM"] == 10000
+    assert cga["parameters"]["quantiles"] == [0.5, 0.75, 0.95]
+    assert cga["concentrations"] == [0.0025, 0.01, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0]
+    assert cga["parameters"]["empty_concentration"] == "zero" and cga["parameters"]["baseline"] == "per_compound"
     ggr = load_definition("gene-gene-recall")
-    assert ggr["parameters"]["recall_thresholds"] == [[0.05, 0.95], [0.1, 0.9]]
+    # the notebook: the whole map (genes, compound x concentration rows, CRISPR controls) is the null, (0.05, 0.95)
+    assert ggr["parameters"] == {"recall_thresholds": [[0.05, 0.95]], "null": "all"}
+    assert ggr["exclude_from_map"] == ["EMPTY_control"]
+    for bid in ("gene-gene-recall", "compound-gene-activity"):
+        d = load_definition(bid)
+        assert d["postprocess"] == {"method": "pca_centerscale", "aggregate": "mean"}
+        assert d["protocol"]["comparable"] is True and d["protocol"]["name"].startswith("RxRx3-core notebook")
+    # today's variants stay, named apart and marked not comparable
+    tvn = load_definition("gene-gene-recall-tvn")
+    assert tvn["parameters"] == {"recall_thresholds": [[0.05, 0.95], [0.1, 0.9]], "null": "genes"}
+    assert tvn["postprocess"] == {"method": "tvn", "center": "batch", "aggregate": "mean"}
+    assert tvn["protocol"]["comparable"] is False and tvn["protocol"]["differences"]
+    assert load_definition("compound-gene-activity-tvn")["protocol"]["comparable"] is False
+    for bid in SHIPPED:
+        assert "protocol" in load_definition(bid), bid
     r1 = load_definition("rxrx1-batch-generalisation")
     assert r1["columns"]["batch"] == "experiment" and r1["controls"]["values"] == ["negative_control"]
 
@@ -49,7 +68,7 @@ def test_checksum_is_canonical(tmp_path):
     p.write_text(json.dumps(reordered, indent=7))
     assert definition_checksum(load_definition(p)) == definition_checksum(d)
     changed = copy.deepcopy(d)
-    changed["parameters"]["recall_thresholds"] = [[0.05, 0.95]]
+    changed["parameters"]["recall_thresholds"] = [[0.1, 0.9]]
     assert definition_checksum(changed) != definition_checksum(d)
     assert len(definition_checksum(d)) == 64
 

@@ -83,7 +83,7 @@ def test_files_give_byte_identical_results_with_provenance(screen, tmp_path):
 
 
 def test_compare_results(screen, tmp_path):
-    pub = evaluate_files("gene-gene-recall", screen["embeddings"], screen["metadata"], [screen["relationships"]],
+    pub = evaluate_files("gene-gene-recall-tvn", screen["embeddings"], screen["metadata"], [screen["relationships"]],
                          None)
     assert compare_results(pub, json.loads(json.dumps(pub))) == []
     rerun = json.loads(json.dumps(pub))
@@ -172,6 +172,11 @@ def test_cli_help_list_run_and_errors(screen, tmp_path, capsys):
     assert help_.exit_code == 0 and "--benchmark" in help_.output and "--map" in help_.output
     listed = runner.invoke(app, ["evaluate", "--list"])
     assert listed.exit_code == 0 and "rxrx1-batch-generalisation" in listed.output
+    lines = {line.split("\t")[0]: line for line in listed.output.splitlines()}
+    assert "protocol: RxRx3-core notebook" in lines["gene-gene-recall"]
+    assert lines["gene-gene-recall"].endswith("; comparable with published figures")
+    assert "not comparable with published figures" in lines["gene-gene-recall-tvn"]
+    assert all("protocol: " in line for line in lines.values())
     out = tmp_path / "r.json"
     ok = runner.invoke(app, ["evaluate", "-b", "gene-gene-recall", "--embeddings", str(screen["embeddings"]),
                              "--metadata", str(screen["metadata"]), "--truth", f"SYN={screen['relationships']}",

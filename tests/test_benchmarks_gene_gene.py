@@ -9,6 +9,10 @@ import pytest
 from rxcurate.benchmarks import evaluate_map, load_definition
 from rxcurate.errors import BenchmarkError
 
+# the kernel tests use the gene-only-null variant (two threshold pairs); the default is tested in
+# test_benchmarks_protocols.py and test_efaar_reference.py
+TVN = "gene-gene-recall-tvn"
+
 
 def _map(x, names, compounds=None):
     frame = pd.DataFrame({"perturbation": names, "concentration": np.nan})
@@ -36,7 +40,7 @@ def test_most_similar_and_most_opposite_pairs_are_recalled(tmp_path):
     x[3] = x[2] + 1e-3
     x[5] = -x[4]  # strongly anti-correlated: the lower tail counts too
     top = _write(tmp_path, "top", [("G01", "G00"), ("G02", "G03"), ("G04", "G05"), ("G00", "G01"), ("G07", "G07")])
-    res = evaluate_map("gene-gene-recall", _map(x, names), {"top": top})
+    res = evaluate_map(TVN, _map(x, names), {"top": top})
     row = res["metrics"]["sources"]["top"]
     assert row["query_size"] == 3 and row["pairs"] == 3  # duplicates and the self pair removed
     assert row["recall_0.05_0.95"] == 1.0 and row["recall_0.1_0.9"] == 1.0
@@ -49,7 +53,7 @@ def test_recall_equals_reference_computation(tmp_path):
     rng = np.random.default_rng(5)
     pairs = [(names[i], names[j]) for i, j in rng.integers(0, 30, size=(40, 2)) if i != j]
     src = _write(tmp_path, "random", pairs)
-    res = evaluate_map("gene-gene-recall", _map(x, names), [src])
+    res = evaluate_map(TVN, _map(x, names), [src])
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
     c = u @ u.T
     null = np.sort(c[np.triu_indices(30, 1)])
@@ -73,7 +77,7 @@ def test_middle_of_the_null_is_not_recalled_and_sources_are_separate(tmp_path):
     iu = np.triu_indices(40, 1)
     mid = np.argsort(np.abs(c[iu]))[:10]  # the ten pairs closest to orthogonal
     mid_pairs = [(names[iu[0][k]], names[iu[1][k]]) for k in mid]
-    res = evaluate_map("gene-gene-recall", _map(x, names),
+    res = evaluate_map(TVN, _map(x, names),
                        {"mid": _write(tmp_path, "mid", mid_pairs), "top": _write(tmp_path, "top", [("G00", "G01")])})
     assert res["metrics"]["sources"]["mid"]["recall_0.1_0.9"] == 0.0
     assert res["metrics"]["sources"]["top"]["recall_0.05_0.95"] == 1.0
@@ -84,7 +88,7 @@ def test_null_over_all_entities_includes_compounds(tmp_path):
     cpd = pd.DataFrame({"perturbation": ["C1", "C1"], "concentration": [0.1, 1.0]})
     for i in range(x.shape[1]):
         cpd[f"feature_{i}"] = [1.0, -1.0]
-    defn = load_definition("gene-gene-recall")
+    defn = load_definition(TVN)
     src = _write(tmp_path, "s", [("G00", "G01")])
     genes_only = evaluate_map(defn, _map(x, names, cpd), [src])
     defn["parameters"]["null"] = "all"
@@ -97,12 +101,12 @@ def test_empty_overlap_is_an_error(tmp_path):
     x, names = _genes(n=5)
     src = _write(tmp_path, "other", [("TP53", "MDM2"), ("G00", "X")])
     with pytest.raises(BenchmarkError, match="empty overlap with truth"):
-        evaluate_map("gene-gene-recall", _map(x, names), [src])
+        evaluate_map(TVN, _map(x, names), [src])
 
 
 def test_source_without_overlap_is_reported_not_dropped(tmp_path):
     x, names = _genes(n=6)
-    res = evaluate_map("gene-gene-recall", _map(x, names),
+    res = evaluate_map(TVN, _map(x, names),
                        [_write(tmp_path, "a", [("G00", "G01")]), _write(tmp_path, "b", [("TP53", "MDM2")])])
     assert res["metrics"]["sources"]["b"]["query_size"] == 0
     assert res["metrics"]["sources"]["b"]["recall_0.05_0.95"] is None
@@ -111,4 +115,4 @@ def test_source_without_overlap_is_reported_not_dropped(tmp_path):
 def test_truth_is_required(tmp_path):
     x, names = _genes(n=6)
     with pytest.raises(BenchmarkError, match="at least 1 truth file"):
-        evaluate_map("gene-gene-recall", _map(x, names), None)
+        evaluate_map(TVN, _map(x, names), None)

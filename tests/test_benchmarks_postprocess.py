@@ -110,7 +110,7 @@ def test_aggregate_mean_and_median():
 def test_map_aggregates_guides_per_gene_and_compounds_per_concentration():
     data = synthetic_rxrx3(n_genes=8, n_compounds=3, concentrations=(0.1, 1.0), controls_per_experiment=12,
                            gene_experiments=2, compound_experiments=1, dim=8)
-    defn = load_definition("gene-gene-recall")
+    defn = load_definition("gene-gene-recall-tvn")
     defn["postprocess"]["method"] = "none"
     meta = data["metadata"].copy()
     meta.loc[meta["concentration"] == 1.0, "concentration"] = 2.0  # not a published concentration: dropped

@@ -17,7 +17,9 @@ from rxcurate.blockprobe import (
     ProbeConfig,
     ProbeError,
     Wells,
+    best_beats_chance,
     gene_modules,
+    plot_scores,
     probe_scores,
     splits,
     summarize,
@@ -90,6 +92,24 @@ def test_ties_go_to_the_earlier_block():
     assert summarize(scores, ["block03", "block02", "block01"])[1] == "block03"
 
 
+def test_no_best_block_when_nothing_beats_chance_by_more_than_its_spread(tmp_path):
+    blocks = ["block01", "block02", "block03"]
+    at_chance = pd.DataFrame({"block": blocks * 3, "task": ["t"] * 9, "seed": np.repeat([0, 1, 2], 3),
+                              "score": [0.24, 0.27, 0.25, 0.27, 0.22, 0.26, 0.25, 0.28, 0.24], "chance": [0.25] * 9})
+    summary, best = summarize(at_chance, blocks)
+    assert best == "block02" and not best_beats_chance(summary, best)  # the tie-break pick is not a real "best"
+    assert all(not e["beats_chance"] and e["spread"] > 0 for e in summary)
+    plot_scores(summary, best, ["t"], tmp_path / "chance.png", "at chance")
+    above = at_chance.assign(score=np.where(at_chance["block"] == "block03", at_chance["score"] + 0.5,
+                                            at_chance["score"]))
+    summary, best = summarize(above, blocks)
+    assert best == "block03" and best_beats_chance(summary, best)
+    assert summary[2]["above_chance"] == pytest.approx(0.5 + (0.25 + 0.26 + 0.24) / 3 - 0.25)
+    plot_scores(summary, best, ["t"], tmp_path / "above.png", "above chance")
+    assert (tmp_path / "chance.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "chance.png").read_bytes() != (tmp_path / "above.png").read_bytes()
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"tasks": ("colour",)}, "valid: perturbation, gene-module"),
     ({"tasks": ("gene-module",)}, "--relationships"),
@@ -160,7 +180,12 @@ def test_release_with_both_levers_publishes_the_probe_chosen_block(modules_scree
     assert rel["embeddings"][0]["name"] == rel["default_embeddings"]
     assert (folder / "benchmarks" / "results" / "openphenom" / probe["best_block"] / "gene-gene-recall.json").is_file()
     card = (folder / "README.md").read_text()
-    assert "## Block probe" in card and f"Best block: `{probe['best_block']}`" in card
+    assert "## Block probe" in card
+    if probe["best_beats_chance"]:
+        assert f"Best block: `{probe['best_block']}`" in card
+    else:  # a tiny random-weight ViT: no block is above chance by more than its spread, so none is called best
+        assert "No block beats chance by more than its spread" in card and "| best |" not in card
+    assert "](probe/openphenom/probe.png)" in card  # the plot is embedded in the card
     assert "curation.json" in rel["files"] and "probe/openphenom/probe.json" in rel["files"]
     again = run_release(manifest, source=modules_screen, hub=hub, workdir=folder)
     assert again.commit == s.commit and "up to date" in again.status["probe"]

@@ -11,18 +11,14 @@ import pytest
 from release_fixture import PROSE, write_manifest
 from typer.testing import CliRunner
 
+from rxcurate.assemble import PreviousRelease, assemble, build_changelog
 from rxcurate.card import card_data_hash, card_prose_hash, split_card
 from rxcurate.cli import app, main
 from rxcurate.errors import CardError
 from rxcurate.io import sha256_file
+from rxcurate.layout import release_files
 from rxcurate.manifest import load_manifest
-from rxcurate.release import (
-    PreviousRelease,
-    assemble,
-    build_changelog,
-    read_inputs,
-    release_files,
-)
+from rxcurate.release_inputs import read_inputs
 from rxcurate.schemas import validate as schema_validate
 
 runner = CliRunner()

@@ -26,9 +26,10 @@ from typer.testing import CliRunner
 
 import rxcurate.compress as C
 from rxcurate.cli import app
-from rxcurate.errors import CompressError, LockfileError
+from rxcurate.errors import CheckpointError, CompressError, LockfileError
+from rxcurate.layout import COMPRESS_STATE, LOCKFILE, read_lockfile
 from rxcurate.manifest import Codec, Convert, Crop, load_manifest, parse_manifest
-from rxcurate.select import LOCKFILE, read_lockfile, select
+from rxcurate.select import select
 from rxcurate.shards import FEATURES, pack, shard_name
 from rxcurate.transform import crop_image, decode, encode, psnr, to_uint8
 
@@ -55,9 +56,8 @@ def _small_manifest(tmp_path: Path, **transform) -> Path:
     doc["select"] = {"sql": "SELECT well_id FROM wells WHERE experiment_name = 'gene-001' AND plate = 1 "
                             "AND treatment <> 'EMPTY_control'"}
     doc["transform"].update(transform)
-    p = tmp_path / "small.yaml"
-    p.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return p
+    (path := tmp_path / "small.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_shard_layout_and_keys(baseline, tiny_rxrx3):
     shards = sorted((work / "data").iterdir())
     n = len(shards)
     assert n > 1 and [p.name for p in shards] == [shard_name(i, n) for i in range(n)]
-    assert result.shards == shards and not (work / C.STATE_DIR).exists()
+    assert result.shards == shards and not (work / COMPRESS_STATE).exists()
     all_keys: list[str] = []
     wells_seen: set[str] = set()
     for p in shards:
@@ -281,7 +281,7 @@ def test_interrupted_encode_and_pack_resume_byte_identical(baseline, tmp_path, m
     monkeypatch.setattr(C, "encode_unit", failing_encode)
     with pytest.raises(KeyboardInterrupt):
         C.compress(m, workdir=w, workers=1)
-    assert len(list((w / C.STATE_DIR / "units").glob("u*.arrow"))) == 3
+    assert len(list((w / COMPRESS_STATE / "units").glob("u*.arrow"))) == 3
     assert not (w / "data").exists() and not (w / "checksums.json").exists()
     monkeypatch.setattr(C, "encode_unit", real_encode)
 
@@ -296,7 +296,7 @@ def test_interrupted_encode_and_pack_resume_byte_identical(baseline, tmp_path, m
     monkeypatch.setattr(C, "write_shard", failing_write)
     with pytest.raises(OSError, match="disk full"):
         C.compress(m, workdir=w, workers=2)
-    assert len(list((w / "data").glob("*.parquet"))) == 2 and (w / C.STATE_DIR / "plan.json").is_file()
+    assert len(list((w / "data").glob("*.parquet"))) == 2 and (w / COMPRESS_STATE / "plan.json").is_file()
     assert not (w / "checksums.json").exists()
     monkeypatch.setattr(C, "write_shard", real_write)
     C.compress(m, workdir=w, workers=1)
@@ -310,7 +310,7 @@ def test_killed_cli_run_resumes_byte_identical(baseline, tmp_path):
     env = dict(os.environ, RXCURATE_PROGRESS="0")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    units = w / C.STATE_DIR / "units"
+    units = w / COMPRESS_STATE / "units"
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         if units.is_dir() and len(list(units.glob("u*.arrow"))) >= 2:
@@ -420,7 +420,7 @@ def test_missing_changed_or_wrong_shape_image_after_select(tiny_rxrx3, tmp_path)
     sha[2][0] = hashlib.sha256(small).hexdigest()
     import pyarrow as pa
 
-    from rxcurate.select import content_hash, write_lockfile
+    from rxcurate.layout import content_hash, write_lockfile
 
     t = t.replace_schema_metadata(None)
     t = t.set_column(t.column_names.index("sha256"), "sha256", pa.array(sha, pa.list_(pa.string())))
@@ -483,11 +483,11 @@ def test_two_compress_runs_on_one_workdir_are_refused(baseline, tmp_path):
 
     work, _ = baseline
     w = _fresh_copy(work, tmp_path / "w")
-    state = w / C.STATE_DIR
+    state = w / COMPRESS_STATE
     state.mkdir()
     with open(state / "lock", "a+") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        with pytest.raises(CompressError, match="another rxcurate compress is running"):
+        with pytest.raises(CheckpointError, match="another rxcurate compress is running"):
             C.compress(load_manifest(TINY3), workdir=w)
 
 

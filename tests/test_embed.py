@@ -201,7 +201,7 @@ def test_up_to_date_rerun_skips_work(release, monkeypatch):
     def no_work(*a, **k):
         raise AssertionError("recomputed an up-to-date output")
 
-    monkeypatch.setattr(embed_mod, "_embed_units", no_work)
+    monkeypatch.setattr(embed_mod, "_embed_pending", no_work)
     assert run_embed(release, "baseline", tile=32, num_workers=0, device="cpu")[0].read_bytes() == before
     # a different configuration is recomputed
     with pytest.raises(AssertionError, match="recomputed"):

@@ -90,8 +90,8 @@ def test_release_artifacts_round_trip_through_polaris_lib(built, monkeypatch):
 
 
 def test_artifacts_are_portable(built, release, tmp_path):
+    from rxcurate.assemble import assemble
     from rxcurate.manifest import load_manifest
-    from rxcurate.release import assemble
 
     folder = built[1] / "polaris"
     for p in folder.iterdir():

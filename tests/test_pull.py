@@ -34,8 +34,8 @@ def built(tiny_rxrx3, tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub(built, tmp_path_factory) -> Path:
     """A hub with versions 0.1.0 and 0.2.0 of the tiny release."""
+    from rxcurate.assemble import assemble, previous_from_local
     from rxcurate.manifest import load_manifest
-    from rxcurate.release import assemble, previous_from_local
 
     base = tmp_path_factory.mktemp("pull-hub")
     hub = base / "hub"
@@ -242,3 +242,14 @@ def test_pull_and_load_hf_target_over_http(olah_endpoint, hub, tmp_path):
     assert len(emb) == len(rxcurate.load(TARGET, "0.1.0", "metadata", hub=hub, cache=cache))
     with pytest.raises(PullError, match=r"no version 9\.9\.9 \(published: 0\.1\.0, 0\.2\.0\)"):
         pull(f"hf://{REPO_ID}@9.9.9", cache=cache, endpoint=olah_endpoint)
+
+
+def test_both_hubs_answer_the_read_api_alike(olah_endpoint, hub, tmp_path):
+    from rxcurate.publish.hf import HfHub
+
+    local, remote = LocalHub(hub), HfHub(endpoint=olah_endpoint)
+    assert remote.list_versions(REPO_ID) == local.list_versions(REPO_ID) == ["0.1.0", "0.2.0"]
+    assert remote.commit_of(REPO_ID, "latest") == local.commit_of(REPO_ID, "0.2.0")
+    files = local.list_files(REPO_ID, "0.1.0")
+    assert {k: v for k, v in remote.list_files(REPO_ID, "0.1.0").items() if k in files} == files
+    assert remote.read_file(REPO_ID, "0.1.0", "release.json") == local.read_file(REPO_ID, "0.1.0", "release.json")

@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 import rxcurate.compress as C
 import rxcurate.embed as E
-import rxcurate.io as io_mod
-import rxcurate.ray_engine as R
+import rxcurate.runners as R
 from rxcurate.cli import app, main
-from rxcurate.errors import CompressError, EmbedError
+from rxcurate.errors import CompressError, EngineError
+from rxcurate.layout import COMPRESS_STATE, EMBED_STATE, LOCKFILE, SOURCE_HINT, read_lockfile
 from rxcurate.manifest import load_manifest
-from rxcurate.select import LOCKFILE, SOURCE_HINT, read_lockfile, select
+from rxcurate.select import select
 
 REPO = Path(__file__).resolve().parents[1]
 TINY3 = REPO / "tests" / "data" / "manifests" / "tiny-rxrx3.yaml"
@@ -135,8 +135,8 @@ def test_release_engine_ray_one_session_same_bytes_as_local(no_ray, reference, t
 
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", shutdown)
-    monkeypatch.setattr(R, "encode_units", traced("compress", R.encode_units))
-    monkeypatch.setattr(R, "embed_units", traced("embed", R.embed_units))
+    monkeypatch.setattr(R.RayRunner, "map", traced("compress", R.RayRunner.map))  # compress: one task per unit
+    monkeypatch.setattr(R.RayRunner, "map_then", traced("embed", R.RayRunner.map_then))  # embed: decode + encode
     w, hub = tmp_path / "w", tmp_path / "hub"
     r = CliRunner().invoke(app, ["release", str(manifest), "--source", str(tiny_rxrx3), "--hub", str(hub),
                                  "--workdir", str(w), "--engine", "ray", "--workers", "2", "--json"])
@@ -173,16 +173,16 @@ def test_compress_ray_is_byte_identical_to_local(ray_local, reference, tmp_path)
     assert r.exit_code == 0, r.output
     assert "(written)" in r.output
     assert digest(w, COMPRESS_OUTPUTS) == digest(reference, COMPRESS_OUTPUTS)
-    assert not (w / C.STATE_DIR).exists()
+    assert not (w / COMPRESS_STATE).exists()
     # a second ray run is a no-op
-    assert C.compress(load_manifest(TINY3), workdir=w, engine="ray").up_to_date
+    assert C.compress(load_manifest(TINY3), workdir=w, runner=R.RayRunner()).up_to_date
 
 
 def test_compress_ray_resumes_a_partial_run(ray_local, reference, tmp_path, monkeypatch):
     m = load_manifest(TINY3)
     w = _lock_only(reference, tmp_path / "w")
     n_units = -(-read_lockfile(w).table.num_rows // C.WELLS_PER_UNIT)
-    real_write, writes = io_mod.atomic_write_bytes, {"n": 0}  # the engine's unit-file writer (looked up per call)
+    real_write, writes = C.atomic_write_bytes, {"n": 0}  # the stage's unit-file writer (looked up per call)
 
     def failing_write(dest, data):
         writes["n"] += str(dest).endswith(".arrow")
@@ -190,15 +190,15 @@ def test_compress_ray_resumes_a_partial_run(ray_local, reference, tmp_path, monk
             raise KeyboardInterrupt  # the driver dies after three unit checkpoints
         return real_write(dest, data)
 
-    monkeypatch.setattr(io_mod, "atomic_write_bytes", failing_write)
+    monkeypatch.setattr(C, "atomic_write_bytes", failing_write)
     with pytest.raises(KeyboardInterrupt):
-        C.compress(m, workdir=w, engine="ray")
-    monkeypatch.setattr(io_mod, "atomic_write_bytes", real_write)
-    assert len(list((w / C.STATE_DIR / "units").glob("u*.arrow"))) == 3
+        C.compress(m, workdir=w, runner=R.RayRunner())
+    monkeypatch.setattr(C, "atomic_write_bytes", real_write)
+    assert len(list((w / COMPRESS_STATE / "units").glob("u*.arrow"))) == 3
     assert not (w / "data").exists() and not (w / "checksums.json").exists()
 
-    dispatched = _count_calls(monkeypatch, R, "encode_units", "tasks")
-    C.compress(m, workdir=w, engine="ray")
+    dispatched = _count_calls(monkeypatch, R.RayRunner, "map", "items")
+    C.compress(m, workdir=w, runner=R.RayRunner())
     assert dispatched == [n_units - 3]  # only the missing units went to Ray
     assert digest(w, COMPRESS_OUTPUTS) == digest(reference, COMPRESS_OUTPUTS)
 
@@ -210,7 +210,7 @@ def test_compress_ray_bad_image_is_a_domain_error_with_no_output(ray_local, refe
     rel = read_lockfile(w).table.column("images").to_pylist()[5][2]
     (src / rel).unlink()
     with pytest.raises(CompressError) as exc:
-        C.compress(load_manifest(TINY3), source=src, workdir=w, engine="ray")
+        C.compress(load_manifest(TINY3), source=src, workdir=w, runner=R.RayRunner())
     assert str(src / rel) in str(exc.value) and "source image is missing" in str(exc.value)
     assert not (w / "data").exists() and not (w / "checksums.json").exists()
 
@@ -221,7 +221,7 @@ def test_embed_ray_equals_local(ray_local, reference, tmp_path):
     assert r.exit_code == 0, r.output
     assert r.output.strip().splitlines()[-1] == str(w / "embeddings" / "baseline" / "embeddings.parquet")
     assert digest(w, ("embeddings",)) == digest(reference, ("embeddings",))  # parquet and info.json, bytewise
-    assert not (w / E.STATE_DIR).exists()
+    assert not (w / EMBED_STATE).exists()
 
 
 def test_embed_ray_partial_run_resumes_on_either_engine(ray_local, reference, tmp_path, monkeypatch):
@@ -238,13 +238,13 @@ def test_embed_ray_partial_run_resumes_on_either_engine(ray_local, reference, tm
 
     monkeypatch.setattr(E, "_save_unit", failing_save)
     with pytest.raises(KeyboardInterrupt):
-        E.run_embed(w, "baseline", tile=TILE, engine="ray")
+        E.run_embed(w, "baseline", tile=TILE, runner=R.RayRunner())
     monkeypatch.setattr(E, "_save_unit", real_save)
-    assert len(list((w / E.STATE_DIR).rglob("unit-*.npz"))) == 2
+    assert len(list((w / EMBED_STATE).rglob("unit-*.npz"))) == 2
     assert not (w / "embeddings").exists()
 
     # the checkpoints are engine-independent: the local engine finishes what Ray started
-    dispatched = _count_calls(monkeypatch, E, "_embed_units", "pending")
+    dispatched = _count_calls(monkeypatch, E, "_embed_pending", "pending")
     E.run_embed(w, "baseline", tile=TILE, num_workers=0)
     assert dispatched == [n_shards - 2]
     assert digest(w, ("embeddings",)) == digest(reference, ("embeddings",))
@@ -252,14 +252,13 @@ def test_embed_ray_partial_run_resumes_on_either_engine(ray_local, reference, tm
 
 def test_engine_and_address_validation(reference, tmp_path, monkeypatch, capsys):
     w = _lock_only(reference, tmp_path / "w")
-    m = load_manifest(TINY3)
-    with pytest.raises(CompressError, match="--engine: bad value 'spark'; valid: local, ray"):
-        C.compress(m, workdir=w, engine="spark")
-    with pytest.raises(EmbedError, match="valid: local, ray"):
-        E.run_embed(reference, "baseline", tile=TILE, engine="dask")
+    with pytest.raises(EngineError, match="--engine: bad value 'spark'; valid: local, ray"):
+        R.make_runner("spark")
+    with pytest.raises(EngineError, match="valid: local, ray"):
+        R.make_runner("dask", "auto")
     for bad in ("not an address", "host:99999", "10.0.0.5"):
-        with pytest.raises(CompressError, match="--address: bad value"):
-            C.compress(m, workdir=w, engine="ray", address=bad)
+        with pytest.raises(EngineError, match="--address: bad value"):
+            R.make_runner("ray", bad)
     # a well-formed address where nothing listens: one clean line at the CLI, exit 2, nothing written
     with pytest.raises(SystemExit) as exc:
         main(["compress", str(TINY3), "--workdir", str(w), "--engine", "ray", "--address", "127.0.0.1:1"])
@@ -272,8 +271,8 @@ def test_engine_and_address_validation(reference, tmp_path, monkeypatch, capsys)
 def test_ray_missing_names_the_extra(reference, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     w = _lock_only(reference, tmp_path / "w")
-    with pytest.raises(CompressError, match=r'pip install "rxcurate\[ray\]"'):
-        C.compress(load_manifest(TINY3), workdir=w, engine="ray")
+    with pytest.raises(EngineError, match=r'pip install "rxcurate\[ray\]"'):
+        R.make_runner("ray")
     with pytest.raises(SystemExit) as exc:
         main(["embed", str(reference), "--encoder", "baseline", "--tile", str(TILE), "--engine", "ray"])
     assert exc.value.code == 2

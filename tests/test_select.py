@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 
 from rxcurate.cli import app
 from rxcurate.errors import LockfileError, ManifestError, SourceError
+from rxcurate.layout import LOCKFILE, read_lockfile
 from rxcurate.manifest import load_manifest, parse_manifest
-from rxcurate.select import LOCKFILE, read_lockfile, run_selection, select
+from rxcurate.select import run_selection, select
 from rxcurate.source import read_metadata
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,8 @@
 """`rxcurate submit`: the release's own embeddings reproduce its published results exactly; shuffled rows and the
 list-column layout score the same; each malformed submission exits 2 naming counts and examples and records
-nothing; resubmission is idempotent; results carry provenance; publishing and validation are unaffected."""
+nothing; resubmission is idempotent; results carry provenance; publishing and validation are unaffected. Hostile
+inputs (issue 16): the documented maximum dimension (65,536 features) is refused by memory before scoring, saying
+so; a --cache that is a file and an --out that is a folder are one-line errors (exit 2) and record nothing."""
 
 from __future__ import annotations
 
@@ -18,9 +20,17 @@ import pytest
 from release_fixture import REPO_ID, build_release
 from typer.testing import CliRunner
 
+import rxcurate.consume.submit as submission
 from rxcurate.benchmarks import compare_results
 from rxcurate.cli import app, main
-from rxcurate.consume.submit import LEADERBOARD_BRANCH, SubmissionRejected, submission_id, submit
+from rxcurate.consume.submit import (
+    LEADERBOARD_BRANCH,
+    MAX_DIM,
+    SubmissionRejected,
+    check_submission,
+    submission_id,
+    submit,
+)
 from rxcurate.errors import SubmissionError
 from rxcurate.io import sha256_file
 from rxcurate.publish import publish
@@ -260,7 +270,8 @@ def test_cli_json_success_is_one_object(hub, cache, own):
 
 
 def test_hf_push_opens_a_pull_request_and_never_prints_the_token(monkeypatch):
-    from rxcurate.consume.submit import _push_hf
+    from rxcurate.consume.submit import record_entry
+    from rxcurate.publish.hf import HfHub
 
     calls = []
 
@@ -274,16 +285,14 @@ def test_hf_push_opens_a_pull_request_and_never_prints_the_token(monkeypatch):
                 pr_url = "https://hf.example/datasets/org/x/discussions/1"
             return Info()
 
-    class Source:
-        repo_id, label, api = "org/x", "hf://org/x", FakeApi()
-
-    url = _push_hf(Source(), "leaderboard/1.0.0/b/sub-1.json", b"{}", "mine")
+    api = FakeApi()
+    url = record_entry(HfHub(api), "org/x", "leaderboard/1.0.0/b/sub-1.json", b"{}", "Leaderboard submission mine")
     assert url.endswith("/discussions/1")
     assert calls == [("org/x", ["leaderboard/1.0.0/b/sub-1.json"],
                       {"commit_message": "Leaderboard submission mine", "repo_type": "dataset", "create_pr": True})]
-    Source.api.token = None
+    api.token = None
     with pytest.raises(SubmissionError, match="needs a Hugging Face token") as exc:
-        _push_hf(Source(), "leaderboard/1.0.0/b/sub-1.json", b"{}", "mine")
+        record_entry(HfHub(api), "org/x", "leaderboard/1.0.0/b/sub-1.json", b"{}", "Leaderboard submission mine")
     assert "hf_secret" not in str(exc.value)
 
 
@@ -298,3 +307,70 @@ def test_polaris_push_is_reported_as_skipped_without_credentials(monkeypatch):
 def test_submit_help():
     r = runner.invoke(app, ["submit", "--help"])
     assert r.exit_code == 0 and "--benchmark" in r.output and "--json" in r.output and "--push" in r.output
+
+
+# ------------------------------------------------------------------------------------------------ hostile inputs
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def widest(own, tmp_path_factory) -> Path:
+    """The release's wells with MAX_DIM (65,536) random float32 features in one fixed-size list column."""
+    wells = pq.read_table(own, columns=["well_id"]).column("well_id")
+    flat = np.random.default_rng(0).normal(size=len(wells) * MAX_DIM).astype(np.float32)
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(flat), MAX_DIM)
+    path = tmp_path_factory.mktemp("widest") / "widest.parquet"
+    pq.write_table(pa.table({"well_id": wells, "embedding": emb}), path)
+    return path
+
+
+def _no_scoring(*args, **kwargs):
+    raise AssertionError("score() called: the memory check must refuse first")
+
+
+def test_max_dimension_is_refused_by_memory_before_scoring(hub, tmp_path, widest, monkeypatch):
+    monkeypatch.setattr(submission, "available_memory", lambda: 16 * GIB)
+    monkeypatch.setattr(submission, "score", _no_scoring)
+    with pytest.raises(SubmissionRejected) as exc:
+        submit(TARGET, "gene-gene-recall", widest, hub=hub, cache=tmp_path / "cache")
+    text = str(exc.value)
+    for needle in ("65,536 features", "GiB of memory", "65,536 x 65,536 float64", "16.0 GiB available",
+                   "reduce the dimension (e.g. PCA to 16,384 features)"):
+        assert needle in text, text
+
+
+def test_reading_a_submission_is_capped_by_memory(own, widest, monkeypatch):
+    wells = pq.read_table(own, columns=["well_id"]).column("well_id").to_pylist()
+    monkeypatch.setattr(submission, "available_memory", lambda: 1 << 20)
+    with pytest.raises(SubmissionRejected, match=r"GiB uncompressed need about .* GiB of memory to check"):
+        check_submission(widest, wells)
+
+
+def _one_line_exit_2(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 2 and doc["ok"] is False
+    return err
+
+
+def test_cache_that_is_a_file(hub, own, tmp_path, capsys):
+    cache = tmp_path / "cache-file"
+    cache.write_text("not a folder")
+    err = _one_line_exit_2(["submit", TARGET, "-b", "gene-gene-recall", "--embeddings", str(own), "--hub", str(hub),
+                            "--cache", str(cache)], capsys)
+    assert "cache folder" in err and str(cache) in err
+
+
+def test_out_that_is_a_folder_records_nothing(hub, own, tmp_path, capsys):
+    out = tmp_path / "out-folder"
+    out.mkdir()
+    err = _one_line_exit_2(["submit", TARGET, "-b", "gene-gene-recall", "--embeddings", str(own), "--hub", str(hub),
+                            "--cache", str(tmp_path / "cache"), "--out", str(out)], capsys)
+    assert f"--out {out}" in err and "folder" in err
+    assert not list(out.iterdir())

@@ -1,10 +1,14 @@
 """The validator: a published version validates; tampering (flipped byte, deleted row, duplicated embedding row,
 altered result, card claiming another count, ...) is caught with a message naming the file; the CLI's exit codes
-and JSON report."""
+and JSON report. Forged numbers (issue 16): every number a reader or the leaderboard uses is re-derived from the
+published files, so a forgery that also re-hashes release.json is still caught naming the file and the number; a
+damaged local hub (corrupt object, missing file, empty tree, symbolic link) gives a report and exit 1, never a
+traceback."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -15,9 +19,13 @@ import pytest
 from release_fixture import REPO_ID, build_release, rehash, rewrite_parquet
 from typer.testing import CliRunner
 
+from rxcurate.card import card_data_hash
 from rxcurate.cli import app, main
+from rxcurate.layout import read_lockfile
+from rxcurate.manifest import data_version
 from rxcurate.publish import publish
 from rxcurate.publish.local import LocalHub
+from rxcurate.release_inputs import manifest_of
 from rxcurate.validate import identical_pairs, validate, validate_folder
 
 runner = CliRunner()
@@ -249,3 +257,193 @@ def test_validate_hf_target_over_http(olah_endpoint):
     assert rep.version == "0.1.0" and rep.target == f"hf://{REPO_ID}@0.1.0"
     with pytest.raises(ReleaseValidationError, match="no version 9.9.9.*0.1.0"):
         validate(f"hf://{REPO_ID}@9.9.9", endpoint=olah_endpoint)
+
+
+# ------------------------------------------------------------------------------------------------ forged numbers
+GGR = "benchmarks/results/baseline/gene-gene-recall.json"
+METRIC = "relationships/recall_0.05_0.95"
+
+
+def _release(folder: Path) -> dict:
+    return json.loads((folder / "release.json").read_text())
+
+
+def _write_release(folder: Path, doc: dict) -> None:
+    (folder / "release.json").write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
+
+
+def _edit_json(path: Path, edit) -> None:
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def test_the_published_version_passes_every_re_derivation(checkout):
+    rep = validate_folder(checkout, checkout=True)
+    assert rep.ok, _failures(rep)
+    messages = " ".join(f.message for f in rep.findings)
+    assert "regenerated from the published files" in messages and "results_summary recomputed" in messages
+    assert "byte counts re-measured from the shards" in messages
+
+
+def test_edited_results_summary_is_caught_by_the_re_run(checkout):
+    published = json.loads((checkout / GGR).read_text())["summary"][METRIC]
+    _edit_json(checkout / GGR, lambda d: d["summary"].__setitem__(METRIC, published + 0.25))
+    rehash(checkout, GGR)
+    rep = validate_folder(checkout, checkout=True)
+    _assert_caught(rep, GGR, "does not reproduce", f"summary {METRIC}", str(published + 0.25))
+
+
+def test_edited_release_json_results_summary(checkout):
+    doc = _release(checkout)
+    doc["results_summary"]["gene-gene-recall"]["baseline"][METRIC] = 0.99
+    _write_release(checkout, doc)
+    rep = validate_folder(checkout, rerun=False, checkout=True)
+    _assert_caught(rep, "release.json", "results_summary gene-gene-recall/baseline", METRIC, "0.99")
+
+
+def test_edited_card_number_with_re_hashed_release_json(checkout):
+    card = checkout / "README.md"
+    value = json.loads((checkout / GGR).read_text())["summary"][METRIC]
+    line = f"| baseline | {METRIC} | {value:.4g} |"
+    text = card.read_text()
+    assert line in text
+    card.write_text(text.replace(line, f"| baseline | {METRIC} | 0.9123 |"))
+    doc = _release(checkout)
+    doc["card"]["data_hash"] = card_data_hash(card.read_text())  # the forger updates release.json too
+    _write_release(checkout, doc)
+    rep = validate_folder(checkout, rerun=False, checkout=True)
+    _assert_caught(rep, "README.md", "regenerated from the published files", "0.9123", f"{value:.4g}")
+    assert not [m for m in _failures(rep) if "card.data_hash" in m]  # only the re-derivation catches it
+
+
+def test_declared_codec_rate_against_the_shard_sizes(checkout):
+    """Every record of the codec claims rate 20 (release.json image + manifest + hashes, the compression report):
+    only the measured image sizes give it away."""
+    def rate(codec: dict) -> None:
+        codec["value"] = 20.0
+
+    _edit_json(checkout / "compression_report.json", lambda d: rate(d["transform"]["codec"]))
+    rehash(checkout, "compression_report.json")
+    doc = _release(checkout)
+    rate(doc["image"]["codec"])
+    doc["manifest"]["transform"]["codec"]["rate"] = 20
+    m = manifest_of(doc)
+    doc["manifest_hash"] = m.manifest_hash()
+    doc["data_version"] = data_version(read_lockfile(checkout, m).content_hash, m.transform_section())
+    _write_release(checkout, doc)
+    rep = validate_folder(checkout, rerun=False, checkout=True)
+    _assert_caught(rep, "data/", "declared codec rate 20", "allows at most 461 bytes", "528 bytes")
+    # and a lone edit of release.json's codec is named against the manifest and the report
+    doc["image"]["codec"]["value"] = 4.0
+    _write_release(checkout, doc)
+    _assert_caught(validate_folder(checkout, rerun=False, checkout=True), "release.json", "image.codec", "4.0",
+                   "20.0")
+
+
+def test_compression_report_bytes_are_re_measured(checkout):
+    _edit_json(checkout / "compression_report.json",
+               lambda d: d["bytes"]["per_image"].__setitem__("mean", 300.0))
+    rehash(checkout, "compression_report.json")
+    rep = validate_folder(checkout, rerun=False, checkout=True)
+    _assert_caught(rep, "compression_report.json", "bytes.per_image.mean is 300.0", "522.55")
+
+
+def test_metadata_csv_diverging_from_parquet(checkout):
+    path = checkout / "metadata.csv"
+    lines = path.read_text().split("\n")
+    fields = lines[3].split(",")
+    col = lines[0].split(",").index("plate")
+    fields[col] = "77"
+    lines[3] = ",".join(fields)
+    path.write_text("\n".join(lines))
+    rehash(checkout, "metadata.csv")
+    rep = validate_folder(checkout, rerun=False, checkout=True)
+    _assert_caught(rep, "metadata.csv", "line 4 (plate) reads '77'", "metadata.parquet has '1'")
+
+
+# ------------------------------------------------------------------------------------------------ damaged hubs
+def _hub_copy(built, tmp_path) -> tuple[Path, Path]:
+    hub = tmp_path / "hub"
+    publish(built[1], "local", hub=hub)
+    return hub, LocalHub(hub).repo_path(REPO_ID)
+
+
+def _git(repo: Path, *args: str, input: bytes | None = None) -> str:
+    env = {"GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x", "GIT_COMMITTER_NAME": "x", "GIT_COMMITTER_EMAIL": "x@x",
+           "PATH": os.environ["PATH"], "HOME": str(repo)}
+    return subprocess.run(["git", f"--git-dir={repo}", *args], input=input, capture_output=True, check=True,
+                          env=env).stdout.decode().strip()
+
+
+def _tag_tree(repo: Path, tree: str, version: str = "0.2.0") -> None:
+    commit = _git(repo, "commit-tree", tree, "-m", "forged")
+    _git(repo, "update-ref", f"refs/tags/v{version}", commit)
+
+
+def _entries(repo: Path, drop: str = "", add: bytes = b"") -> str:
+    """A tree of v0.1.0 less ``drop`` plus the ``git mktree`` lines ``add``."""
+    listing = _git(repo, "ls-tree", "-r", "--full-tree", "v0.1.0").encode()
+    lines = [e for e in listing.split(b"\n") if e and not e.endswith(b"\t" + drop.encode())] if drop else \
+        listing.split(b"\n")
+    index = repo.parent / "forge-index"
+    env_lines = b"\n".join(lines) + b"\n" + add
+    subprocess.run(["git", f"--git-dir={repo}", "update-index", "--index-info"], input=env_lines, check=True,
+                   env={"GIT_INDEX_FILE": str(index), "PATH": os.environ["PATH"]}, capture_output=True)
+    tree = subprocess.run(["git", f"--git-dir={repo}", "write-tree"], check=True, capture_output=True,
+                          env={"GIT_INDEX_FILE": str(index), "PATH": os.environ["PATH"]}).stdout.decode().strip()
+    index.unlink()
+    return tree
+
+
+def _validate_cli(hub: Path, version: str) -> tuple[int, dict, str]:
+    text = runner.invoke(app, ["validate", f"local://{REPO_ID}@{version}", "--hub", str(hub), "--no-rerun"])
+    js = runner.invoke(app, ["validate", f"local://{REPO_ID}@{version}", "--hub", str(hub), "--no-rerun", "--json"])
+    for r in (text, js):
+        assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+        assert "Traceback" not in r.output
+    assert text.exit_code == js.exit_code == 1, text.output
+    return text.exit_code, json.loads(js.stdout), text.output
+
+
+def test_corrupted_git_object_gives_a_report(built, tmp_path):
+    hub, repo = _hub_copy(built, tmp_path)
+    blob = _git(repo, "rev-parse", "v0.1.0:metadata.csv")
+    obj = repo / "objects" / blob[:2] / blob[2:]
+    obj.chmod(0o644)
+    obj.write_bytes(b"not a zlib stream at all")
+    _, doc, out = _validate_cli(hub, "0.1.0")
+    assert doc["ok"] is False and any("cannot be checked out" in f["message"] for f in doc["failures"]), doc
+    assert "INVALID" in out
+
+
+def test_file_listed_in_release_json_missing_from_the_tree(built, tmp_path):
+    hub, repo = _hub_copy(built, tmp_path)
+    _tag_tree(repo, _entries(repo, drop="metadata.parquet"))
+    _, doc, out = _validate_cli(hub, "0.2.0")
+    messages = [f["message"] for f in doc["failures"]]
+    assert any(m.startswith("metadata.parquet: listed in release.json but missing") for m in messages), messages
+
+
+def test_tag_on_an_empty_tree(built, tmp_path):
+    hub, repo = _hub_copy(built, tmp_path)
+    _tag_tree(repo, _git(repo, "mktree", input=b""))
+    _, doc, out = _validate_cli(hub, "0.2.0")
+    assert doc["ok"] is False and doc["failures"][0]["file"] == "release.json", doc
+
+
+def test_tree_containing_a_symlink(built, tmp_path):
+    hub, repo = _hub_copy(built, tmp_path)
+    link = _git(repo, "hash-object", "-w", "--stdin", input=b"/etc/passwd")
+    _tag_tree(repo, _entries(repo, drop="metadata.csv", add=f"120000 blob {link}\tmetadata.csv\n".encode()))
+    _, doc, out = _validate_cli(hub, "0.2.0")
+    assert any("metadata.csv is not a regular file" in f["message"] for f in doc["failures"]), doc
+
+
+def test_a_symlink_in_a_folder_is_a_finding(checkout, tmp_path):
+    outside = tmp_path / "outside.csv"
+    outside.write_bytes((checkout / "metadata.csv").read_bytes())
+    (checkout / "metadata.csv").unlink()
+    (checkout / "metadata.csv").symlink_to(outside)
+    rep = validate_folder(checkout, rerun=False, checkout=True)
+    _assert_caught(rep, "metadata.csv", "symbolic link", "copy the file")

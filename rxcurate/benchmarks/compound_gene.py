@@ -5,6 +5,11 @@ genes with active_nM < nM_value <= excluded_nM are excluded, and max(negatives_p
 min_negatives) negatives are drawn from the table's other genes. Only genes and compounds present in the map take
 part. Sampling uses one ``numpy.random.default_rng(seed)`` per seed over compounds and genes in sorted order (never
 Python hash or set order); all compounds of a seed are sampled and scored at once.
+
+``parameters.empty_concentration`` / ``parameters.baseline`` select the published semantics ("zero": a concentration
+a compound lacks scores AP 0 / AUC 0.5 and every evaluated compound is averaged; "per_compound": one random-score
+baseline per compound, averaged over every evaluated compound) or rxcurate's earlier ones (the defaults: skip,
+per_concentration).
 """
 
 from __future__ import annotations
@@ -121,6 +126,8 @@ def compound_gene_activity(
     row_valid = ~np.isnan(sims[:, :, 0])  # [n_cpd, n_k]
     sims = np.ascontiguousarray(sims.transpose(0, 2, 1))  # [n_cpd, n_pool, n_k]: a target's scores are contiguous
 
+    zero_empty = params.get("empty_concentration", "skip") == "zero"
+    per_compound_baseline = params.get("baseline", "per_concentration") == "per_compound"
     a_max = int(n_act.max())
     act_idx = np.argsort(~active, axis=1, kind="stable")[:, :a_max]  # active columns first, in pool order
     act_mask = np.arange(a_max)[None, :] < n_act[:, None]
@@ -137,13 +144,25 @@ def compound_gene_activity(
         scores = sims[n_c, targets].transpose(0, 2, 1)  # [n_cpd, n_k, width]
         full_mask = np.broadcast_to(mask[:, None, :], scores.shape) & row_valid[:, :, None]
         full_labels = np.broadcast_to(labels[:, None, :], scores.shape)
-        base = rng.random(scores.shape)
         flat = (-1, width)
         ap, auc = ranking_metrics(scores.reshape(flat), full_labels.reshape(flat), full_mask.reshape(flat))
-        bap, bauc = ranking_metrics(base.reshape(flat), full_labels.reshape(flat), full_mask.reshape(flat))
+        if per_compound_baseline:  # one random ranking per compound, the same for every concentration (EFAAR)
+            bap, bauc = ranking_metrics(rng.random(mask.shape), labels, mask)
+            bap, bauc = np.repeat(bap, n_k), np.repeat(bauc, n_k)
+        else:
+            base = rng.random(scores.shape)
+            bap, bauc = ranking_metrics(base.reshape(flat), full_labels.reshape(flat), full_mask.reshape(flat))
         for mi, values in enumerate((ap, auc, bap, bauc)):
             per_compound[mi, si] = values.reshape(len(cpds), n_k)
-    per_seed = np.stack([_summarise(v, row_valid, qs) for v in per_compound], axis=1)  # [seeds, metric, stat, k]
+    if zero_empty:  # a concentration the compound lacks scores AP 0 / AUC 0.5 (EFAAR's compound_gene_benchmark)
+        empty = ~row_valid
+        for mi, fill in enumerate((0.0, 0.5, 0.0, 0.5)):
+            per_compound[mi][:, empty] = np.where(np.isnan(per_compound[mi][:, empty]), fill,
+                                                  per_compound[mi][:, empty])
+    scored = np.ones_like(row_valid) if zero_empty else row_valid
+    valid = [scored, scored] + [np.ones_like(row_valid) if per_compound_baseline else scored] * 2
+    per_seed = np.stack([_summarise(v, ok_k, qs) for v, ok_k in zip(per_compound, valid, strict=True)],
+                        axis=1)  # [seeds, metric, stat, k]
 
     labels_k = [conc_label(c) for c in concs] + ["max"]
     stats = _stat_names(qs)

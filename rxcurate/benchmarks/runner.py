@@ -13,9 +13,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy
+import sklearn
 
+import rxcurate.benchmarks.batch_generalisation as batch_generalisation
+import rxcurate.benchmarks.compound_gene as compound_gene
+import rxcurate.benchmarks.gene_gene as gene_gene
+import rxcurate.benchmarks.signal as signal
 from rxcurate import __version__
-from rxcurate.benchmarks import compound_gene, gene_gene, probe, signal
 from rxcurate.benchmarks.definitions import definition_checksum, load_definition
 from rxcurate.benchmarks.inputs import build_map, corrected_features, map_from_frame, prepare_wells
 from rxcurate.benchmarks.postprocess import PerturbationMap
@@ -30,14 +35,11 @@ SUMMARIES = {
     "gene-gene-recall": gene_gene.summary,
     "compound-gene-activity": compound_gene.summary,
     "perturbation-signal": signal.summary,
-    "linear-probe": probe.summary,
+    "linear-probe": batch_generalisation.summary,
 }
 
 
 def library_versions() -> dict[str, str]:
-    import scipy
-    import sklearn
-
     return {
         "rxcurate": __version__,
         "python": platform.python_version(),
@@ -194,7 +196,7 @@ def evaluate(
         cols, params = defn["columns"], defn["parameters"]
         meta = wells.meta
         use = meta[params["labels"]["column"]].fillna("").astype(str).isin(params["labels"]["values"]).to_numpy()
-        metrics = probe.linear_probe(
+        metrics = batch_generalisation.linear_probe(
             {"uncorrected": wells.x, "corrected": x},
             wells.perturbation,
             meta[cols["split"]].fillna("").astype(str).to_numpy(dtype=object),

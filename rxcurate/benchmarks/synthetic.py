@@ -17,7 +17,18 @@ import numpy as np
 import pandas as pd
 
 from rxcurate.io import atomic_path, atomic_write_text
-from rxcurate.source import ADDRESSES_384_INNER, ADDRESSES_1536, RXRX1_COLUMNS, RXRX3_COLUMNS, RXRX3_CONCENTRATIONS_UM
+from rxcurate.layout import EMBEDDINGS_FILE
+from rxcurate.source import (
+    ADDRESSES_384_INNER,
+    ADDRESSES_1536,
+    COMPOUND_GENE,
+    RELATIONSHIPS,
+    RXRX1_COLUMNS,
+    RXRX3_COLUMNS,
+    RXRX3_CONCENTRATIONS_UM,
+    SOURCE_METADATA,
+    truth_relpath,
+)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -175,8 +186,8 @@ def write_synthetic(frames: dict[str, pd.DataFrame], folder: str | Path) -> dict
     """Write the frames as files (metadata.csv, embeddings.parquet, truth/*.csv); returns their paths."""
     folder = Path(folder)
     out: dict[str, Path] = {}
-    names = {"metadata": "metadata.csv", "embeddings": "embeddings.parquet",
-             "relationships": "truth/relationships.csv", "compound_gene": "truth/compound_gene_interactions.csv"}
+    names = {"metadata": SOURCE_METADATA, "embeddings": EMBEDDINGS_FILE,
+             "relationships": truth_relpath(RELATIONSHIPS), "compound_gene": truth_relpath(COMPOUND_GENE)}
     for key, frame in frames.items():
         path = folder / names[key]
         if path.suffix == ".parquet":

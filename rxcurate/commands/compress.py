@@ -8,6 +8,12 @@ from pathlib import Path
 
 import typer
 
+from rxcurate.commands.options import ADDRESS, ENGINE
+from rxcurate.compress import compress as run
+from rxcurate.manifest import load_manifest
+from rxcurate.progress import log
+from rxcurate.runners import make_runner
+
 
 def register(app: typer.Typer) -> None:
     @app.command("compress")
@@ -20,11 +26,8 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(0, "--workers", min=0, help="Processes encoding images (0 = one per core; "
                                     "with --engine ray: concurrent Ray tasks, 0 = every CPU of the cluster); the "
                                     "output bytes do not depend on it."),
-        engine: str = typer.Option("local", "--engine", help="local (a process pool on this machine) or ray (a Ray "
-                                   "Data pipeline; needs rxcurate[ray]). Same output bytes, same resume."),
-        address: str | None = typer.Option(None, "--address", help="With --engine ray: the Ray cluster to use, "
-                                           "auto (the cluster this machine belongs to), HOST:PORT or "
-                                           "ray://HOST:10001; default: start a local Ray."),
+        engine: str = ENGINE,
+        address: str | None = ADDRESS,
         force: bool = typer.Option(False, "--force", help="Recompress even when checksums.json says up to date."),
         as_json: bool = typer.Option(False, "--json", help="Print the compression report as JSON."),
     ) -> None:
@@ -34,14 +37,10 @@ def register(app: typer.Typer) -> None:
         a seeded sample) and checksums.json. Resumable: rerun the same command after an interruption; output is
         byte-identical to an uninterrupted run.
         """
-        from rxcurate.compress import compress as run
-        from rxcurate.manifest import load_manifest
-        from rxcurate.progress import log
-
+        runner = make_runner(engine, address)  # engine and address are checked before any work
         m = load_manifest(manifest)
         t0 = time.perf_counter()
-        result = run(m, source=source, workdir=workdir, workers=workers or None, force=force, engine=engine,
-                     address=address)
+        result = run(m, source=source, workdir=workdir, workers=workers or None, force=force, runner=runner)
         r = result.report
         if as_json:
             typer.echo(json.dumps(r, indent=2, sort_keys=True))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from rxcurate.commands.options import ADDRESS, ENGINE
 from rxcurate.errors import EmbedError
+from rxcurate.manifest import load_manifest
+from rxcurate.runners import make_runner
 
 
 def release_folder(manifest: Path, workdir: Path | None) -> Path:
@@ -20,24 +23,7 @@ def release_folder(manifest: Path, workdir: Path | None) -> Path:
     if not manifest.is_file():
         raise EmbedError(f"manifest {manifest} does not exist (give a manifest YAML, e.g. manifests/rxrx3-core.yaml, "
                          "or a release folder / --workdir)")
-    from rxcurate.manifest import load_manifest
-
     return load_manifest(manifest).resolve_workdir(None)
-
-
-def manifest_jobs(manifest: Path, tile: int) -> list[dict[str, Any]]:
-    """The manifest's ``embeddings`` entries as ``run_embed`` keyword sets (weights relative to the manifest)."""
-    if manifest.is_dir():
-        raise EmbedError("--encoder is required when MANIFEST is a release folder (e.g. --encoder baseline)")
-    from rxcurate.manifest import load_manifest
-
-    m = load_manifest(manifest)
-    if not m.embeddings:
-        raise EmbedError(f"{manifest} has no embeddings section: pass --encoder (e.g. --encoder baseline) or add "
-                         "embeddings: [{encoder: baseline}] to the manifest")
-    from rxcurate.manifest import embed_job
-
-    return [embed_job(m, entry, tile) for entry in m.embeddings]
 
 
 def register(app: typer.Typer) -> None:
@@ -71,29 +57,23 @@ def register(app: typer.Typer) -> None:
         keep_tiles: bool = typer.Option(False, "--keep-tiles", help="Also write tiles.parquet with one row per tile."),
         strict: bool = typer.Option(False, "--strict", help="Fail (instead of warning) when distinct wells get "
                                     "identical vectors."),
-        engine: str = typer.Option("local", "--engine", help="local (DataLoader workers + this process) or ray (Ray "
-                                   "Data: CPU tasks decode, an actor pool encodes, one GPU per actor on CUDA; needs "
-                                   "rxcurate[ray]). Same embeddings, same resume."),
-        address: str | None = typer.Option(None, "--address", help="With --engine ray: the Ray cluster to use, "
-                                           "auto (the cluster this machine belongs to), HOST:PORT or "
-                                           "ray://HOST:10001; default: start a local Ray."),
+        engine: str = ENGINE,
+        address: str | None = ADDRESS,
     ) -> None:
         """Embed every well of a release: decode the JPEG 2000 shards, tile each site, encode the tiles (bf16 on
         CUDA), average per well and write embeddings/<encoder>/embeddings.parquet (well_id, feature_0..) with
         info.json. Resumable per shard: rerun the same command after an interruption."""
-        from rxcurate.embed import run_embed
+        from rxcurate.embed import EmbedRun, embed, manifest_runs  # heavy: imports torch
 
+        runner = make_runner(engine, address)  # engine and address are checked before any work
         if encoder:
-            jobs = [{"encoder_spec": encoder, "weights": weights, "blocks": blocks, "tile": tile,
-                     "keep_tiles": keep_tiles}]
+            runs = [EmbedRun(encoder, weights=weights, blocks=blocks, tile=tile, keep_tiles=keep_tiles)]
         else:
-            jobs = manifest_jobs(manifest, tile)
+            runs = manifest_runs(manifest, tile)
         folder = release_folder(manifest, workdir)
-        for job in jobs:
-            job["allow_random"] = job.get("allow_random", False) or allow_random_weights
-            if downsample is not None:
-                job["downsample"] = downsample
-            paths = run_embed(folder, **job, device=device, batch_size=batch_size, num_workers=num_workers,
-                              strict=strict, engine=engine, address=address)
-            for path in paths:
+        for run in runs:
+            run = dataclasses.replace(run, allow_random=run.allow_random or allow_random_weights, device=device,
+                                      batch_size=batch_size, num_workers=num_workers, strict=strict,
+                                      downsample=run.downsample if downsample is None else downsample)
+            for path in embed(folder, run, runner):
                 typer.echo(str(path))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from rxcurate.benchmarks import evaluate_files, list_definitions, load_definition
 from rxcurate.errors import BenchmarkError
+from rxcurate.progress import log
 
 
 def parse_truth(values: list[str]) -> dict[str, Path]:
@@ -23,6 +26,15 @@ def parse_truth(values: list[str]) -> dict[str, Path]:
             raise BenchmarkError(f"--truth source {key!r} given twice: name them, e.g. --truth {key}_2=PATH")
         out[key] = p
     return out
+
+
+def list_line(defn: dict[str, Any]) -> str:
+    """One ``--list`` line: id, version, title, protocol and whether comparable with the published figures."""
+    proto = defn.get("protocol") or {}
+    comparable = "comparable with published figures" if proto.get("comparable") else "not comparable with " \
+        "published figures (docs/comparing.md)"
+    return f"{defn['id']}\t{defn['version']}\t{defn['title']}\tprotocol: {proto.get('name', 'unspecified')}; " \
+        f"{comparable}"
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +56,9 @@ def register(app: typer.Typer) -> None:
                                         "truth/compound_gene_interactions.csv."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Write the results JSON here (atomically); "
                                         "default: print it to stdout."),
-        list_: bool = typer.Option(False, "--list", help="List the shipped benchmark definitions and exit."),
+        list_: bool = typer.Option(False, "--list", help="List the shipped benchmark definitions (id, version, "
+                                   "title, the protocol each follows and whether its numbers are comparable with "
+                                   "the published figures) and exit."),
     ) -> None:
         """Evaluate embeddings with a benchmark and write schema-valid results JSON with full provenance.
 
@@ -57,12 +71,9 @@ def register(app: typer.Typer) -> None:
           rxcurate evaluate -b compound-gene-activity --map map.parquet \\
               --truth compound_gene_interactions.csv
         """
-        from rxcurate.benchmarks import evaluate_files, list_definitions, load_definition
-
         if list_:
             for bid in list_definitions():
-                d = load_definition(bid)
-                typer.echo(f"{bid}\t{d['version']}\t{d['title']}")
+                typer.echo(list_line(load_definition(bid)))
             return
         if benchmark is None:
             raise BenchmarkError("--benchmark is required (e.g. --benchmark gene-gene-recall; --list shows all)")
@@ -70,6 +81,4 @@ def register(app: typer.Typer) -> None:
         if out is None:
             typer.echo(json.dumps(results, sort_keys=True, indent=2))
         else:
-            from rxcurate.progress import log
-
             log(f"wrote {out} ({results['benchmark']['id']} {results['benchmark']['version']})")

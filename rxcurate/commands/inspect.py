@@ -7,17 +7,19 @@ from pathlib import Path
 
 import typer
 
+from rxcurate.commands.options import json_flag
+from rxcurate.source import inspect_source
+
 
 def register(app: typer.Typer) -> None:
     @app.command("inspect")
     def inspect(
         source: Path = typer.Argument(..., help="Source screen folder (metadata.csv + images/)."),
         no_images: bool = typer.Option(False, "--no-images", help="Check metadata only, not image files."),
-        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        as_json: bool = json_flag("the report"),
     ) -> None:
         """Check a source screen (columns, addresses, ids, every image present with the right size and bit depth)
         and report counts by perturbation type, experiments, plates and images. Exit 2 on the first problem."""
-        from rxcurate.source import inspect_source
 
         report = inspect_source(source, check_images=not no_images)
         if as_json:

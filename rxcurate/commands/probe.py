@@ -6,6 +6,13 @@ from pathlib import Path
 
 import typer
 
+from rxcurate.blockprobe import ProbeConfig, run_probe
+from rxcurate.commands.embed import release_folder
+from rxcurate.commands.options import WORKDIR
+from rxcurate.layout import PROBE_JSON, PROBE_PLOT, PROBE_TABLE, source_hint
+from rxcurate.manifest import load_manifest
+from rxcurate.source import RELATIONSHIPS, truth_relpath
+
 
 def register(app: typer.Typer) -> None:
     @app.command("probe")
@@ -28,8 +35,7 @@ def register(app: typer.Typer) -> None:
                                   "subsamples training wells; scores are mean +/- std over them."),
         holdout: float = typer.Option(0.5, "--holdout", help="Share of experiments held out per split (at least "
                                       "one, never all)."),
-        workdir: Path | None = typer.Option(None, "--workdir", help="Release folder; default: the manifest's "
-                                            "output.workdir, else build/<name>."),
+        workdir: Path | None = WORKDIR,
         weights: Path | None = typer.Option(None, "--weights", help="Local weights file; nothing is downloaded."),
         allow_random_weights: bool = typer.Option(False, "--allow-random-weights", help="Use seeded random weights "
                                                   "when --weights is absent (tests and demos only)."),
@@ -44,9 +50,7 @@ def register(app: typer.Typer) -> None:
         probe/<encoder>/probe.parquet (one row per block, task, seed), probe.json (mean +/- std, best block) and
         probe.png (score by block, best marked). The best block has the highest mean score over tasks (ties: the
         earlier block). Rerunning with the same inputs reuses the results."""
-        from rxcurate.blockprobe import ProbeConfig, run_probe
-        from rxcurate.commands.embed import release_folder
-        from rxcurate.embed import run_embed
+        from rxcurate.embed import run_embed  # heavy: imports torch
 
         folder = release_folder(manifest, workdir)
         if relationships is None and "gene-module" in task:
@@ -64,22 +68,18 @@ def register(app: typer.Typer) -> None:
             mark = "  <- best" if e["block"] == res.best_block else ""
             typer.echo(f"{e['block']}  " + "  ".join(parts) + mark)
         typer.echo(f"best block: {res.best_block}{' (up to date)' if res.up_to_date else ''}")
-        typer.echo(f"wrote {res.folder}/probe.parquet, probe.json, probe.png")
+        typer.echo(f"wrote {res.folder}/{PROBE_TABLE}, {PROBE_JSON}, {PROBE_PLOT}")
 
 
 def default_relationships(manifest: Path, folder: Path) -> Path | None:
     """The source screen's truth/relationships.csv (synthetic screens ship one), when it can be found: the source
     the last select into ``folder`` read, else the manifest's source.root."""
-    from rxcurate.select import source_hint
-
     roots = [Path(r) for r in [source_hint(folder)] if r]
     if manifest.is_file():
-        from rxcurate.manifest import load_manifest
-
         m = load_manifest(manifest)
         if m.source_root is not None:
             roots.append(m.resolve_source(None))
     for root in roots:
-        if (root / "truth" / "relationships.csv").is_file():
-            return root / "truth" / "relationships.csv"
+        if (root / truth_relpath(RELATIONSHIPS)).is_file():
+            return root / truth_relpath(RELATIONSHIPS)
     return None

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+
+from rxcurate.commands.options import HUB, WORKDIR, echo_json, json_flag
+from rxcurate.errors import PublishError
+from rxcurate.manifest import load_manifest
+from rxcurate.progress import log
+from rxcurate.publish import publish as run
 
 
 def register(app: typer.Typer) -> None:
@@ -15,13 +20,12 @@ def register(app: typer.Typer) -> None:
                                         "or the release folder itself."),
         to: str = typer.Option("local", "--to", help="Target: local (the manifest's card.repo_id in the local hub), "
                                "local://ORG/NAME, hf://ORG/NAME or polaris://OWNER/NAME."),
-        workdir: Path = typer.Option(None, "--workdir", help="Release folder; default: the manifest's "
-                                     "output.workdir, else build/<name>."),
-        hub: Path = typer.Option(None, "--hub", help="Local hub folder (default $RXCURATE_HUB, else ./hub)."),
+        workdir: Path | None = WORKDIR,
+        hub: Path | None = HUB,
         private: bool = typer.Option(False, "--private", help="hf://: create the repository private."),
         full: bool = typer.Option(False, "--full", help="Decode every image in the pre-publish validation (default: "
                                   "a seeded sample)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: bool = json_flag(),
     ) -> None:
         """Publish one immutable version: the whole release is validated locally first (files, counts, card,
         embeddings, benchmark re-runs), then:
@@ -32,10 +36,6 @@ def register(app: typer.Typer) -> None:
           polaris  the release's Polaris artifacts are checked; polaris-lib 0.13 cannot upload datasets or
                  benchmarks any more, which is reported.
         """
-        from rxcurate.errors import PublishError
-        from rxcurate.progress import log
-        from rxcurate.publish import publish as run
-
         if workdir is not None:
             folder = workdir
         elif manifest.is_dir():
@@ -44,12 +44,10 @@ def register(app: typer.Typer) -> None:
             if not manifest.is_file():
                 raise PublishError(f"manifest {manifest} does not exist (e.g. manifests/rxrx3-core.yaml, or a release "
                                    "folder)")
-            from rxcurate.manifest import load_manifest
-
             folder = load_manifest(manifest).resolve_workdir(None)
         result = run(folder, to, hub=hub, full=full, private=private or None)
         if as_json:
-            typer.echo(json.dumps(result, indent=2, sort_keys=True))
+            echo_json(result)
             return
         if "status" in result and result.get("target", "").startswith("polaris://"):
             typer.echo(f"{result['target']}: {result['status']}")

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import typer
 
+from rxcurate.commands.options import HUB, json_errors, json_errors_flag
+from rxcurate.consume.pull import pull as run
+from rxcurate.publish.targets import resolve_target
+
 
 def register(app: typer.Typer) -> None:
     @app.command("pull")
@@ -15,15 +19,14 @@ def register(app: typer.Typer) -> None:
                                      "semver (1.0.0) or latest (the default)."),
         parts: str = typer.Option("all", "--parts", help="Comma-separated parts: images, metadata, embeddings, "
                                   "embeddings/<name>, benchmarks, card, lockfile, polaris, all."),
-        dest: Path = typer.Option(None, "--dest", help="Also copy the verified files into this folder (same "
+        dest: Path | None = typer.Option(None, "--dest", help="Also copy the verified files into this folder (same "
                                   "relative paths)."),
-        hub: Path = typer.Option(None, "--hub", help="Local hub folder (default $RXCURATE_HUB, else ./hub)."),
-        cache: Path = typer.Option(None, "--cache", help="Cache folder (default $RXCURATE_CACHE, else "
+        hub: Path | None = HUB,
+        cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default $RXCURATE_CACHE, else "
                                    "~/.cache/rxcurate)."),
         verify: bool = typer.Option(False, "--verify", help="Re-hash every cached file (default: trust files whose "
                                     "size and mtime are unchanged since they were verified)."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON object to stdout (errors too: "
-                                     '{"ok": false, "errors": [...]}, exit 2).'),
+        as_json: bool = json_errors_flag(),
     ) -> None:
         """Fetch only the requested parts of one published version, verify every file's sha256 against that
         version's release.json and cache it by version: a second pull is instant, a corrupted cache file is
@@ -31,19 +34,9 @@ def register(app: typer.Typer) -> None:
 
         Example: rxcurate pull local://rxcurate/rxrx3-core@1.0.0 --parts metadata,embeddings/baseline --dest out/
         """
-        from rxcurate.consume.pull import pull as run
-        from rxcurate.errors import PullError, RxcurateError
-        from rxcurate.publish.targets import resolve_target
-
-        try:
-            pinned = resolve_target(target, hub, error_cls=PullError).version not in (None, "latest")
+        with json_errors(as_json):
+            pinned = resolve_target(target, hub).version not in (None, "latest")
             res = run(target, parts, dest=dest, hub=hub, cache=cache, verify=verify)
-        except RxcurateError as exc:
-            if not as_json:
-                raise
-            msg = " ".join(str(exc).split())
-            typer.echo(json.dumps({"ok": False, "errors": [msg]}, sort_keys=True))
-            raise typer.Exit(exc.exit_code) from None
         if not pinned:
             typer.echo(f"{target}: resolved to version {res.version} (the newest published tag v{res.version})",
                        err=True)

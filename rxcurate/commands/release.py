@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from rxcurate.commands.options import ADDRESS, ENGINE, HUB, WORKDIR, json_flag
+
 
 def register(app: typer.Typer) -> None:
     @app.command("release")
@@ -16,27 +18,22 @@ def register(app: typer.Typer) -> None:
                                     "screen of the manifest's layout (generated once under build/sources/)."),
         to: str = typer.Option("local", "--to", help="Target: local (default, the local hub), local://ORG/NAME, "
                                "hf://ORG/NAME or polaris://OWNER/NAME."),
-        hub: Path = typer.Option(None, "--hub", help="Local hub folder (default $RXCURATE_HUB, else ./hub)."),
-        workdir: Path = typer.Option(None, "--workdir", help="Release folder (default: the manifest's "
-                                     "output.workdir, else build/<name>)."),
+        hub: Path | None = HUB,
+        workdir: Path | None = WORKDIR,
         preset: str = typer.Option("demo", "--synth-preset", help="Synthetic preset when no --source is given."),
         seed: int = typer.Option(0, "--seed", help="Seed of the synthetic source."),
         workers: int = typer.Option(0, "--workers", min=0, help="Compression processes (0 = one per core; with "
                                     "--engine ray: concurrent Ray tasks, 0 = every CPU of the cluster)."),
-        engine: str = typer.Option("local", "--engine", help="local (process pool + DataLoader on this machine) or "
-                                   "ray (compress and embed as Ray Data pipelines in one Ray session; needs "
-                                   "rxcurate[ray]). Same shards, same embeddings."),
-        address: str | None = typer.Option(None, "--address", help="With --engine ray: the Ray cluster to use, "
-                                           "auto (the cluster this machine belongs to), HOST:PORT or "
-                                           "ray://HOST:10001; default: start a local Ray."),
+        engine: str = ENGINE,
+        address: str | None = ADDRESS,
         no_validate: bool = typer.Option(False, "--no-validate", help="Skip validating the published version."),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        as_json: bool = json_flag("the summary"),
     ) -> None:
         """Select, compress, embed, evaluate, write the card, publish and validate — skipping every stage whose
         inputs are unchanged, so a second run with nothing changed does no work and publishes nothing new.
         Changing selection or transform without bumping the manifest's version is refused at publish.
         With --engine ray, compress and embed run on Ray (a local Ray, or --address) with byte-identical output."""
-        from rxcurate.pipeline import run_release
+        from rxcurate.pipeline import run_release  # heavy: the pipeline loads torch (rxcurate.embed)
 
         s = run_release(manifest, source=source, target=to, hub=hub, workdir=workdir, synth_preset=preset,
                         seed=seed, workers=workers or None, validate=not no_validate, engine=engine,

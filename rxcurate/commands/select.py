@@ -7,6 +7,9 @@ from pathlib import Path
 
 import typer
 
+from rxcurate.commands.options import WORKDIR, json_flag
+from rxcurate.manifest import load_manifest
+
 
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -22,10 +25,9 @@ def register(app: typer.Typer) -> None:
         manifest: Path = typer.Argument(..., help="Release manifest (YAML), e.g. manifests/rxrx3-core.yaml."),
         source: Path = typer.Option(None, "--source", help="Source screen folder (metadata.csv + images/); default: "
                                     "the manifest's source.root."),
-        workdir: Path = typer.Option(None, "--workdir", help="Release folder to write lockfile.parquet into; "
-                                     "default: the manifest's output.workdir, else build/<name>."),
+        workdir: Path | None = WORKDIR,
         threads: int = typer.Option(8, "--threads", min=1, help="Threads hashing source images."),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        as_json: bool = json_flag("the summary"),
     ) -> None:
         """Select wells with the manifest's DuckDB SQL and seeded samplers; write WORKDIR/lockfile.parquet.
 
@@ -35,8 +37,7 @@ def register(app: typer.Typer) -> None:
         WORKDIR/.candidates, scored per perturbation (phenostats.parquet) and only controls plus passing
         perturbations are kept (report: curation.json).
         """
-        from rxcurate.manifest import load_manifest
-        from rxcurate.select import select as run
+        from rxcurate.pipeline import run_select as run  # heavy: the pipeline loads torch (rxcurate.embed)
 
         m = load_manifest(manifest)
         s = run(m, source=source, workdir=workdir, threads=threads).summary
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"images      {s['images']:,} ({h}x{w} 8-bit, {_fmt_bytes(s['bytes_per_image'])} each)")
         typer.echo(f"projected   {_fmt_bytes(s['projected_bytes'])} ({s['projection']})")
         typer.echo(f"lockfile    {s['lockfile']}")
-        if "curation" in s:  # select.filters (rxcurate.phenostats)
+        if "curation" in s:  # select.filters (rxcurate.curate)
             c = s["curation"]
             typer.echo(f"curated     kept {c['kept_wells']:,} of {c['candidate_wells']:,} candidate wells "
                        f"(phenostats.parquet, curation.json beside the lockfile)")

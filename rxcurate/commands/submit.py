@@ -8,6 +8,10 @@ from pathlib import Path
 
 import typer
 
+from rxcurate.commands.options import HUB, json_errors, json_errors_flag
+from rxcurate.consume.submit import DEFAULT_MAX_BYTES
+from rxcurate.consume.submit import submit as run
+
 
 def register(app: typer.Typer) -> None:
     @app.command("submit")
@@ -18,16 +22,17 @@ def register(app: typer.Typer) -> None:
                                       "compound-gene-activity."),
         embeddings: Path = typer.Option(..., "--embeddings", help="Parquet file: well_id + feature_0..feature_{d-1} "
                                         "floats (or one list column of floats), one row per well of the release."),
-        name: str = typer.Option(None, "--name", help="Name shown on the leaderboard (default: the file's stem)."),
+        name: str | None = typer.Option(None, "--name", help="Name shown on the leaderboard (default: the file's "
+                                        "stem)."),
         push: bool = typer.Option(False, "--push", help="hf://: open a pull request adding the result (needs "
                                   "HF_TOKEN); also reports the Polaris upload status."),
-        hub: Path = typer.Option(None, "--hub", help="Local hub folder (default $RXCURATE_HUB, else ./hub)."),
-        cache: Path = typer.Option(None, "--cache", help="Cache folder (default $RXCURATE_CACHE, else "
+        hub: Path | None = HUB,
+        cache: Path | None = typer.Option(None, "--cache", help="Cache folder (default $RXCURATE_CACHE, else "
                                    "~/.cache/rxcurate)."),
-        out: Path = typer.Option(None, "--out", help="Also write the results file (with provenance) here."),
-        max_bytes: int = typer.Option(4 << 30, "--max-bytes", min=1, help="Largest accepted submission file."),
-        as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object to stdout (errors too: "
-                                     '{"ok": false, "errors": [...]}, exit 2).'),
+        out: Path | None = typer.Option(None, "--out", help="Also write the results file (with provenance) here."),
+        max_bytes: int = typer.Option(DEFAULT_MAX_BYTES, "--max-bytes", min=1, help="Largest accepted submission "
+                                      "file."),
+        as_json: bool = json_errors_flag(),
     ) -> None:
         """Validate a submission (schema, exactly the release's wells, one row per well, no NaN/inf, one dimension,
         no identical vectors across wells, size limit; every problem with counts and examples), score it with the
@@ -39,19 +44,9 @@ def register(app: typer.Typer) -> None:
 
         Example: rxcurate submit local://rxcurate/rxrx3-core@1.0.0 -b compound-gene-activity --embeddings my.parquet
         """
-        from rxcurate.consume.submit import submit as run
-        from rxcurate.errors import RxcurateError
-
-        try:
+        with json_errors(as_json):
             res = run(target, benchmark, embeddings, name=name, push=push, hub=hub, cache=cache, out=out,
                       max_bytes=max_bytes)
-        except RxcurateError as exc:
-            if not as_json:
-                raise
-            errors = list(getattr(exc, "problems", None) or [" ".join(str(exc).split())])
-            typer.echo(json.dumps({"ok": False, "errors": errors, "message": " ".join(str(exc).split())},
-                                  sort_keys=True))
-            raise typer.Exit(exc.exit_code) from None
         if as_json:
             typer.echo(json.dumps(res.to_dict(), sort_keys=True))
             return

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from rxcurate.progress import log
+from rxcurate.synth import generate
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +27,5 @@ def register(app: typer.Typer) -> None:
         Writes OUT/metadata.csv (RxRx3 or RxRx1 columns), OUT/images/<experiment>/Plate<n>/<well>_s<site>_w<ch>.png
         (6 channels) and, for rxrx3, OUT/truth/relationships.csv and OUT/truth/compound_gene_interactions.csv.
         """
-        from rxcurate.synth import generate
-
         path = generate(out, layout=layout, preset=preset, seed=seed, workers=workers or None, overwrite=overwrite)
         log(f"wrote {layout}/{preset} screen (seed {seed}) to {path}")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
+
+from rxcurate.commands.options import HUB, echo_json, json_flag
+from rxcurate.io import atomic_write_json
+from rxcurate.validate import DEFAULT_SAMPLE
+from rxcurate.validate import validate as run
 
 
 def register(app: typer.Typer) -> None:
@@ -16,14 +20,14 @@ def register(app: typer.Typer) -> None:
                                      "semver or latest, the default), or a release folder."),
         full: bool = typer.Option(False, "--full", help="Decode every image and load the Polaris artifacts with "
                                   "polaris-lib (default: a seeded sample of images)."),
-        sample: int = typer.Option(64, "--sample", min=1, help="Images decoded without --full."),
+        sample: int = typer.Option(DEFAULT_SAMPLE, "--sample", min=1, help="Images decoded without --full."),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of the image sample."),
-        hub: Path = typer.Option(None, "--hub", help="Local hub folder (default $RXCURATE_HUB, else ./hub)."),
+        hub: Path | None = HUB,
         no_rerun: bool = typer.Option(False, "--no-rerun", help="Skip re-running the published benchmarks."),
-        keep: Path = typer.Option(None, "--keep", help="Download/check out into this new folder and keep it "
+        keep: Path | None = typer.Option(None, "--keep", help="Download/check out into this new folder and keep it "
                                   "(default: a temporary folder, removed afterwards)."),
-        report: Path = typer.Option(None, "--report", help="Also write the JSON report to this file."),
-        as_json: bool = typer.Option(False, "--json", help="Print the JSON report to stdout."),
+        report: Path | None = typer.Option(None, "--report", help="Also write the JSON report to this file."),
+        as_json: bool = json_flag("the report"),
     ) -> None:
         """Validate a published version in a fresh folder. Checks sha256 and size of every file against
         release.json; card, manifest, benchmark and results schemas; row counts against the lockfile; __key__
@@ -32,15 +36,12 @@ def register(app: typer.Typer) -> None:
         benchmark and compares within its tolerance. Exit 0 only when all pass (1 when a check fails); every
         failure names its file.
         """
-        from rxcurate.io import atomic_write_json
-        from rxcurate.validate import validate as run
-
         rep = run(target, hub=hub, full=full, sample=sample, seed=seed, rerun=not no_rerun, keep=keep)
         doc = rep.to_dict()
         if report is not None:
             atomic_write_json(report, doc)
         if as_json:
-            typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+            echo_json(doc)
         else:
             where = f"{rep.target}" + (f" (commit {rep.commit[:12]})" if rep.commit else "")
             for f in rep.failures:

@@ -12,10 +12,15 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from rxcurate.consume.pull import open_source, pull
+from rxcurate.consume.submit import rank_metric
 from rxcurate.errors import PullError
-from rxcurate.release import headline
+from rxcurate.layout import Release, result_set_name
+from rxcurate.publish.targets import LEADERBOARD_DIR, relabel
+from rxcurate.release_inputs import headline
 
 
 @dataclass
@@ -29,11 +34,13 @@ class LeaderboardRow:
     source: str  # "release" (the release's published results) or "submission"
     submitted_at: str = ""
     headline: dict[str, Any] = field(default_factory=dict)
+    note: str = ""  # why an entry is not ranked (its recorded numbers disagree with its own results)
 
     def to_dict(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "rank": self.rank, "name": self.name, "metric": self.metric,
                 "value": self.value, "submission_id": self.submission_id, "source": self.source,
-                "submitted_at": self.submitted_at, "headline": self.headline}
+                "submitted_at": self.submitted_at, "headline": self.headline, **({"note": self.note} if self.note
+                                                                                 else {})}
 
 
 def _value(v: Any) -> float | None:
@@ -55,93 +62,94 @@ def rank_rows(rows: list[LeaderboardRow]) -> list[LeaderboardRow]:
     return out
 
 
-def _release_rows(folder, release: dict[str, Any], benchmark: str | None) -> list[LeaderboardRow]:
+def _release_rows(folder: Path, release: Release, benchmark: str | None,
+                  definitions: dict[str, dict[str, Any]]) -> list[LeaderboardRow]:
     """The release's own published results (one per embedding set) as leaderboard rows."""
-    from rxcurate.consume.submit import rank_metric
-
     rows = []
-    for b in release.get("benchmarks", []) or []:
+    for b in release.benchmarks:
         if benchmark is not None and b.get("id") != benchmark:
             continue
-        try:
-            defn = json.loads((folder / b["definition"]).read_text()) if b.get("definition") else {}
-        except (OSError, ValueError):
-            defn = {}
+        defn = definitions.get(str(b.get("id"))) or {}
         for rrel in sorted(b.get("results") or []):
             try:
                 doc = json.loads((folder / rrel).read_text())
             except (OSError, ValueError):
                 continue
             metric, value = rank_metric(doc, defn)
-            emb_set = "/".join(rrel.split("/")[2:-1]) or "-"
+            emb_set = result_set_name(rrel)
             rows.append(LeaderboardRow(b["id"], 0, f"{emb_set} (published)", metric, _value(value), rrel, "release",
                                        "", headline(doc.get("summary") or {}, defn)))
     return rows
 
 
-def _entry_row(doc: Any, path: str) -> LeaderboardRow | None:
+def entry_problem(doc: dict[str, Any], path: str, definitions: dict[str, dict[str, Any]]) -> str:
+    """Why a recorded entry's ranked numbers cannot be trusted ("" when they agree): its benchmark must be the one of
+    its path and published in the release, and its ``rank_metric`` and ``headline`` must be what its own results'
+    ``summary`` gives under the release's definition (re-scoring the submission is not attempted here)."""
+    bid = str(doc["benchmark"].get("id"))
+    parts = path.split("/")
+    if len(parts) < 4 or parts[-2] != bid:
+        return f"recorded under {'/'.join(parts[:-1])}/ but for benchmark {bid}"
+    defn = definitions.get(bid)
+    results = doc.get("results")
+    if defn is None or not isinstance(results, dict) or not isinstance(results.get("summary"), dict):
+        return "no results summary for a benchmark the release publishes"
+    rm = doc.get("rank_metric") or {}
+    metric, value = rank_metric(results, defn)
+    if rm.get("name") != metric or _value(rm.get("value")) != _value(value):
+        return f"rank_metric {rm.get('name')} = {rm.get('value')} but its results' summary gives {metric} = {value}"
+    if dict(doc.get("headline") or {}) != headline(results["summary"], defn):
+        return "headline differs from its results' summary"
+    return ""
+
+
+def _entry_row(doc: Any, path: str, definitions: dict[str, dict[str, Any]]) -> LeaderboardRow | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmark"), dict):
         return None
     rm = doc.get("rank_metric") or {}
+    note = entry_problem(doc, path, definitions)
     return LeaderboardRow(str(doc["benchmark"].get("id")), 0, str(doc.get("name", "?")), rm.get("name"),
-                          _value(rm.get("value")), str(doc.get("submission_id", path)), "submission",
-                          str(doc.get("submitted_at", "")), dict(doc.get("headline") or {}))
+                          None if note else _value(rm.get("value")), str(doc.get("submission_id", path)),
+                          "submission", str(doc.get("submitted_at", "")), dict(doc.get("headline") or {}),
+                          f"not ranked: {note}" if note else "")
+
+
+def _definitions(folder: Path, release: Release) -> dict[str, dict[str, Any]]:
+    out = {}
+    for b in release.benchmarks:
+        try:
+            out[str(b.get("id"))] = json.loads((folder / b["definition"]).read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def leaderboard(target: str, benchmark: str | None = None, *, hub: str | os.PathLike[str] | None = None,
                 cache: str | os.PathLike[str] | None = None, endpoint: str | None = None,
                 include_release: bool = True) -> tuple[str, list[LeaderboardRow]]:
     """``(concrete target label, ranked rows)`` of ``TARGET[@VERSION]`` (``latest`` by default)."""
-    from rxcurate.consume.pull import open_source, pull
-    from rxcurate.consume.submit import LEADERBOARD_BRANCH, LEADERBOARD_DIR
-
     source = open_source(target, hub=hub, endpoint=endpoint)
-    label = f"{source.label}@{source.version}"
+    label = str(source)
     res = pull(label, ["benchmarks"], hub=hub, cache=cache, endpoint=endpoint)
-    ids = sorted(b.get("id") for b in res.release.get("benchmarks", []) or [])
+    ids = sorted(b.get("id") for b in res.release.benchmarks)
     if benchmark is not None and benchmark not in ids:
         raise PullError(f"--benchmark {benchmark!r}: {label} publishes no such benchmark; use one of "
                         f"{', '.join(ids) or 'none'}")
-    rows = _release_rows(res.folder, res.release, benchmark) if include_release else []
+    definitions = _definitions(res.folder, res.release)
+    rows = _release_rows(res.folder, res.release, benchmark, definitions) if include_release else []
     prefix = f"{LEADERBOARD_DIR}/{source.version}/" + (f"{benchmark}/" if benchmark else "")
-    hub_obj = getattr(source, "hub", None)
-    if hub_obj is not None:
-        for path in hub_obj.list_branch_files(source.repo_id, LEADERBOARD_BRANCH, prefix):
-            if path.endswith(".json"):
-                try:
-                    row = _entry_row(json.loads(hub_obj.read_branch_file(source.repo_id, LEADERBOARD_BRANCH, path)
-                                                or b"null"), path)
-                except ValueError:
-                    row = None
-                if row is not None:
-                    rows.append(row)
-    else:
-        rows += _hf_entries(source, prefix)
+    with relabel(PullError):
+        entries = source.hub.read_leaderboard(source.repo_id, prefix)
+    for path, data in sorted(entries.items()):
+        if not path.endswith(".json"):
+            continue
+        try:
+            row = _entry_row(json.loads(data), path, definitions)
+        except ValueError:
+            row = None
+        if row is not None:
+            rows.append(row)
     return label, rank_rows(rows)
-
-
-def _hf_entries(source, prefix: str) -> list[LeaderboardRow]:
-    from huggingface_hub import hf_hub_download
-
-    from rxcurate.publish.hf import _errors, _http_message
-
-    http_error, _, _ = _errors()
-    try:
-        paths = [p for p in source.api.list_repo_files(source.repo_id, repo_type="dataset", revision="main")
-                 if p.startswith(prefix) and p.endswith(".json")]
-        rows = []
-        for p in sorted(paths):
-            local = hf_hub_download(source.repo_id, p, repo_type="dataset", revision="main", token=source.api.token,
-                                    endpoint=source.api.endpoint)
-            try:
-                row = _entry_row(json.loads(open(local, encoding="utf-8").read()), p)
-            except ValueError:
-                row = None
-            if row is not None:
-                rows.append(row)
-        return rows
-    except http_error as exc:
-        raise PullError(f"{source.label}: cannot read the leaderboard ({_http_message(exc)})") from None
 
 
 def format_table(label: str, rows: list[LeaderboardRow]) -> str:
@@ -158,5 +166,5 @@ def format_table(label: str, rows: list[LeaderboardRow]) -> str:
         for r in group:
             value = "n/a" if r.value is None else f"{r.value:.4f}"
             lines.append(f"{r.rank:>4}  {r.name:<{width}}  {value:>10}  {r.submission_id[:24]:<24}  "
-                         f"{r.submitted_at or '(release)'}")
+                         f"{r.submitted_at or '(release)'}" + (f"  ({r.note})" if r.note else ""))
     return "\n".join(lines)

@@ -17,110 +17,52 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rxcurate.errors import PullError
-from rxcurate.io import atomic_path, atomic_write_json, sha256_file
-from rxcurate.progress import log, progress
-from rxcurate.publish.targets import Target, parse_version, resolve_target
+import pandas as pd
+import pyarrow.parquet as pq
 
-RELEASE_JSON = "release.json"
-CARD = "README.md"
+from rxcurate.card import card_data_hash
+from rxcurate.errors import PullError, RxcurateError
+from rxcurate.io import atomic_path, atomic_write_json, sha256_file
+from rxcurate.layout import (
+    BENCHMARKS_DIR,
+    CARD,
+    CHANGELOG,
+    DATA_DIR,
+    EMBEDDINGS_DIR,
+    EMBEDDINGS_FILE,
+    LOCKFILE,
+    METADATA_CSV,
+    METADATA_PARQUET,
+    POLARIS_DIR,
+    RELEASE_JSON,
+    Release,
+    parse_release_json,
+)
+from rxcurate.progress import enabled, log, progress
+from rxcurate.publish.hub import PinnedVersion, open_version
+from rxcurate.publish.targets import Target, parse_version, relabel, resolve_target
+
 CACHE_RECORD = ".rxcurate-cache.json"
 PARTS = ("images", "metadata", "embeddings", "benchmarks", "card", "lockfile", "polaris")
 LOAD_PARTS = ("images", "metadata", "embeddings/<name>")
 
 
 # --------------------------------------------------------------------------------------------------- sources
-class _LocalSource:
-    """A version of a ``local://`` repository (bare git repo in the hub folder)."""
-
-    def __init__(self, t: Target) -> None:
-        from rxcurate.publish.local import LocalHub
-
-        self.hub = LocalHub(t.hub, PullError)
-        self.repo_id = t.repo_id
-        self.label = f"local://{t.repo_id}"
-        self.version = self.hub.resolve_version(t.repo_id, t.version or "latest")
-        self.commit = self.hub.commit_of(t.repo_id, self.version)
-
-    def read(self, rel: str) -> bytes:
-        return self.hub.read_file(self.repo_id, self.version, rel)
-
-    def copy(self, rel: str, dest: Path) -> None:
-        self.hub.copy_file(self.repo_id, self.version, rel, dest)
-
-
-class _HfSource:
-    """A version of an ``hf://`` dataset repository, pinned to the commit its tag points at."""
-
-    def __init__(self, t: Target, endpoint: str | None) -> None:
-        from huggingface_hub import HfApi
-
-        from rxcurate.publish.hf import _errors, _http_message, _tags, get_token, versions_of
-        from rxcurate.publish.targets import version_tag
-
-        self.repo_id = t.repo_id
-        self.label = f"hf://{t.repo_id}"
-        self.api = HfApi(endpoint=endpoint, token=get_token())
-        http_error, not_found, _ = _errors()
-        try:
-            tags, _ = _tags(self.api, t.repo_id)
-        except not_found:
-            raise PullError(f"{self.label} does not exist (or is private and no token is set: HF_TOKEN); check "
-                            f"the name (e.g. hf://recursionpharma/rxrx3-core)") from None
-        except http_error as exc:
-            raise PullError(f"{self.label}: cannot list its versions ({_http_message(exc)})") from None
-        except Exception as exc:  # noqa: BLE001 - network errors (offline, DNS) of the HTTP client
-            raise PullError(f"{self.label}: the Hub is unreachable ({type(exc).__name__}); check the network or "
-                            f"HF_ENDPOINT") from None
-        versions = versions_of(tags)
-        if t.version in (None, "latest"):
-            if not versions:
-                raise PullError(f"{self.label} has no published version (no v<semver> tag)")
-            self.version = versions[-1]
-        else:
-            self.version = t.version
-        if version_tag(self.version) not in tags:
-            raise PullError(f"{self.label} has no version {self.version} (published: {', '.join(versions) or 'none'});"
-                            f" use one of them or @latest")
-        self.commit = tags[version_tag(self.version)]
-
-    def copy(self, rel: str, dest: Path) -> None:
-        from huggingface_hub import hf_hub_download
-
-        from rxcurate.publish.hf import REPO_TYPE, _errors, _http_message
-
-        http_error, _, _ = _errors()
-        with tempfile.TemporaryDirectory(prefix=".rxcurate-dl-", dir=dest.parent) as tmp:
-            try:
-                got = hf_hub_download(self.repo_id, rel, repo_type=REPO_TYPE, revision=self.commit, local_dir=tmp,
-                                      token=self.api.token, endpoint=self.api.endpoint)
-            except http_error as exc:
-                raise PullError(f"{self.label}@{self.version}: cannot download {rel} ({_http_message(exc)})") from None
-            shutil.move(got, dest)
-
-    def read(self, rel: str) -> bytes:
-        with tempfile.TemporaryDirectory(prefix="rxcurate-dl-") as tmp:
-            p = Path(tmp) / "file"
-            self.copy(rel, p)
-            return p.read_bytes()
-
-
 def open_source(target: str | Target, *, hub: str | os.PathLike[str] | None = None,
-                endpoint: str | None = None) -> _LocalSource | _HfSource:
-    """Resolve ``TARGET[@VERSION]`` to a concrete published version (``latest`` -> the newest tag)."""
-    t = target if isinstance(target, Target) else resolve_target(target, hub, error_cls=PullError)
-    if t.kind == "local":
-        return _LocalSource(t)
-    if t.kind == "hf":
-        return _HfSource(t, endpoint)
-    raise PullError(f"{t}: Polaris artifacts ship inside the dataset repository: pull local://{t.repo_id} or "
-                    f"hf://{t.repo_id} with --parts polaris")
+                endpoint: str | None = None) -> PinnedVersion:
+    """Resolve ``TARGET[@VERSION]`` to a concrete published version (``latest`` -> the newest tag); every problem
+    is a :class:`PullError`."""
+    with relabel(PullError):
+        t = target if isinstance(target, Target) else resolve_target(target, hub)
+        if t.kind == "polaris":
+            raise PullError(f"{t}: Polaris artifacts ship inside the dataset repository: pull local://{t.repo_id} or "
+                            f"hf://{t.repo_id} with --parts polaris")
+        return open_version(t, endpoint=endpoint)
 
 
 # --------------------------------------------------------------------------------------------------- parts
@@ -132,37 +74,42 @@ def cache_root(cache: str | os.PathLike[str] | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "rxcurate"
 
 
-def embedding_names(release: dict[str, Any]) -> list[str]:
-    return sorted(str(e.get("name")) for e in release.get("embeddings", []) or [])
+def as_release(release: Release | Mapping[str, Any]) -> Release:
+    return release if isinstance(release, Release) else Release(release)
 
 
-def available_parts(release: dict[str, Any]) -> list[str]:
+def embedding_names(release: Release | Mapping[str, Any]) -> list[str]:
+    return sorted(str(e.get("name")) for e in as_release(release).embeddings)
+
+
+def available_parts(release: Release | Mapping[str, Any]) -> list[str]:
     """The parts a version offers (``embeddings/<name>`` per embedding set)."""
-    files = release.get("files", {}) or {}
-    out = [p for p in PARTS if p == "card" or part_files(release, p, files)]
-    return out + [f"embeddings/{n}" for n in embedding_names(release)]
+    r = as_release(release)
+    files = r.files
+    out = [p for p in PARTS if p == "card" or part_files(r, p, files)]
+    return out + [f"{EMBEDDINGS_DIR}/{n}" for n in embedding_names(r)]
 
 
-def part_files(release: dict[str, Any], part: str, files: dict[str, Any] | None = None) -> list[str]:
+def part_files(release: Release | Mapping[str, Any], part: str, files: Mapping[str, Any] | None = None) -> list[str]:
     """The repository paths a part consists of (``release.json`` not included)."""
-    files = (release.get("files") or {}) if files is None else files
+    files = as_release(release).files if files is None else files
     if part == "images":
-        return sorted(f for f in files if f.startswith("data/") and f.endswith(".parquet"))
+        return sorted(f for f in files if f.startswith(f"{DATA_DIR}/") and f.endswith(".parquet"))
     if part == "metadata":
-        return sorted(f for f in files if f in ("metadata.csv", "metadata.parquet"))
+        return sorted(f for f in files if f in (METADATA_CSV, METADATA_PARQUET))
     if part == "embeddings":
-        return sorted(f for f in files if f.startswith("embeddings/"))
-    if part.startswith("embeddings/"):
+        return sorted(f for f in files if f.startswith(f"{EMBEDDINGS_DIR}/"))
+    if part.startswith(f"{EMBEDDINGS_DIR}/"):
         name = part.split("/", 1)[1].strip("/")
-        return sorted(f for f in files if f.startswith(f"embeddings/{name}/"))
+        return sorted(f for f in files if f.startswith(f"{EMBEDDINGS_DIR}/{name}/"))
     if part == "benchmarks":
-        return sorted(f for f in files if f.startswith("benchmarks/"))
+        return sorted(f for f in files if f.startswith(f"{BENCHMARKS_DIR}/"))
     if part == "card":
-        return [CARD] + sorted(f for f in files if f == "CHANGELOG.md")
+        return [CARD] + sorted(f for f in files if f == CHANGELOG)
     if part == "lockfile":
-        return sorted(f for f in files if f == "lockfile.parquet")
+        return sorted(f for f in files if f == LOCKFILE)
     if part == "polaris":
-        return sorted(f for f in files if f.startswith("polaris/"))
+        return sorted(f for f in files if f.startswith(f"{POLARIS_DIR}/"))
     return []
 
 
@@ -178,7 +125,7 @@ def parse_parts(parts: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def select_files(release: dict[str, Any], parts: Sequence[str], label: str) -> list[str]:
+def select_files(release: Release, parts: Sequence[str], label: str) -> list[str]:
     """The files of the requested parts; unknown parts raise :class:`PullError` listing what the version has."""
     have = available_parts(release)
     wanted: set[str] = set()
@@ -208,7 +155,7 @@ class PullResult:
     fetched: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # corrupted cache files, re-fetched
-    release: dict[str, Any] = field(default_factory=dict, repr=False)
+    release: Release = field(default_factory=lambda: Release({}), repr=False)
 
     def path(self, rel: str) -> Path:
         return self.folder / rel
@@ -222,6 +169,20 @@ def version_cache(root: Path, kind: str, repo_id: str, version: str) -> Path:
     return root / kind / repo_id / version
 
 
+def _cache_folder(source: PinnedVersion, cache: str | os.PathLike[str] | None) -> Path:
+    root = cache_root(cache)
+    folder = version_cache(root, source.target.kind, source.repo_id, source.version)
+    try:
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(root)
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PullError(f"cache folder {root} (--cache or $RXCURATE_CACHE) cannot hold the cache "
+                        f"({type(exc).__name__}: {exc.strerror or 'not a folder'}): give a folder (created if absent), "
+                        f"e.g. --cache {root.parent / 'rxcurate-cache'}") from None
+    return folder
+
+
 def _read_record(folder: Path, commit: str) -> dict[str, Any]:
     try:
         rec = json.loads((folder / CACHE_RECORD).read_text())
@@ -229,7 +190,7 @@ def _read_record(folder: Path, commit: str) -> dict[str, Any]:
         return {}
     if not isinstance(rec, dict) or rec.get("commit") != commit or not isinstance(rec.get("files"), dict):
         return {}  # another commit under this version (never for a published version): trust nothing
-    return rec["files"]
+    return dict(rec["files"])
 
 
 def _stamp(path: Path, sha: str) -> dict[str, Any]:
@@ -237,20 +198,17 @@ def _stamp(path: Path, sha: str) -> dict[str, Any]:
     return {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _expected(release: dict[str, Any], rel: str) -> tuple[str | None, int | None]:
-    spec = (release.get("files") or {}).get(rel) or {}
+def _expected(release: Release, rel: str) -> tuple[str | None, int | None]:
+    spec = release.files.get(rel) or {}
     return spec.get("sha256"), spec.get("size")
 
 
-def _verify(release: dict[str, Any], rel: str, path: Path) -> str | None:
+def _verify(release: Release, rel: str, path: Path) -> str | None:
     """The file's sha256 if it is the published content, else None."""
     if rel == CARD:
-        from rxcurate.card import card_data_hash
-
         try:
-            ok = card_data_hash(path.read_text(encoding="utf-8"), PullError) == (release.get("card") or {}).get(
-                "data_hash")
-        except (PullError, UnicodeDecodeError):
+            ok = card_data_hash(path.read_text(encoding="utf-8")) == release.card.get("data_hash")
+        except (RxcurateError, UnicodeDecodeError):
             return None
         return sha256_file(path) if ok else None
     sha, size = _expected(release, rel)
@@ -260,7 +218,7 @@ def _verify(release: dict[str, Any], rel: str, path: Path) -> str | None:
     return got if got == sha else None
 
 
-def _fresh(record: dict[str, Any], release: dict[str, Any], rel: str, path: Path, verify: bool) -> bool | None:
+def _fresh(record: dict[str, Any], release: Release, rel: str, path: Path, verify: bool) -> bool | None:
     """True: the cached file is the published one; False: corrupted; None: not cached."""
     if not path.is_file():
         return None
@@ -273,28 +231,31 @@ def _fresh(record: dict[str, Any], release: dict[str, Any], rel: str, path: Path
     return _verify(release, rel, path) is not None
 
 
-def _fetch(source, release: dict[str, Any], rel: str, dest: Path) -> str:
+def _fetch(source: PinnedVersion, release: Release, rel: str, dest: Path) -> str:
     """Fetch one file into ``dest`` atomically after verifying it; returns its sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:
-        source.copy(rel, tmp)
+        with relabel(PullError):
+            source.copy(rel, tmp)
         sha = _verify(release, rel, tmp)
         if sha is None:
-            raise PullError(f"{source.label}@{source.version}: {rel} does not match its sha256 in release.json "
-                            f"(corrupt on the server or in transit); nothing was written; retry, and report it to "
-                            f"the publisher if it persists")
+            raise PullError(f"{source}: {rel} does not match its sha256 in release.json (corrupt on the server or in "
+                            f"transit); nothing was written; retry, and report it to the publisher if it persists")
     return sha
 
 
-def read_release(source) -> dict[str, Any]:
+def read_release(source: PinnedVersion) -> Release:
+    """The version's ``release.json``; a missing or malformed one is a :class:`PullError`."""
+    with relabel(PullError):
+        data = source.read(RELEASE_JSON)
     try:
-        doc = json.loads(source.read(RELEASE_JSON))
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
-        raise PullError(f"{source.label}@{source.version}: release.json is missing or malformed; this version was not "
-                        f"published by rxcurate (validate it with rxcurate validate)")
-    return doc
+        release = parse_release_json(data, f"{source}/{RELEASE_JSON}")
+    except RxcurateError:
+        release = None
+    if release is None or not isinstance(release.raw.get("files"), dict):
+        raise PullError(f"{source}: release.json is missing or malformed; this version was not published by rxcurate "
+                        f"(validate it with rxcurate validate)")
+    return release
 
 
 def pull(target: str, parts: str | Sequence[str] | None = None, *, dest: str | os.PathLike[str] | None = None,
@@ -304,15 +265,13 @@ def pull(target: str, parts: str | Sequence[str] | None = None, *, dest: str | o
     also copy them there. ``@latest`` (or no version) resolves to the newest published version."""
     names = parse_parts(parts)
     source = open_source(target, hub=hub, endpoint=endpoint)
-    label = f"{source.label}@{source.version}"
+    label = str(source)
     release = read_release(source)
     wanted = select_files(release, names, label)
-    t = resolve_target(target, hub, error_cls=PullError)
-    folder = version_cache(cache_root(cache), t.kind, t.repo_id, source.version)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _cache_folder(source, cache)
     record = _read_record(folder, source.commit)
     result = PullResult(label, source.version, source.commit, folder, [RELEASE_JSON, *wanted], release=release)
-    rel_text = json.dumps(release, sort_keys=True, indent=2) + "\n"
+    rel_text = json.dumps(dict(release.raw), sort_keys=True, indent=2) + "\n"
     if not (folder / RELEASE_JSON).is_file() or (folder / RELEASE_JSON).read_text() != rel_text:
         with atomic_path(folder / RELEASE_JSON) as tmp:
             tmp.write_text(rel_text)
@@ -350,20 +309,19 @@ def copy_out(folder: Path, dest: Path, files: Iterable[str]) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- load
-def _target_with_version(target: str, version: str | None, hub) -> str:
-    t = resolve_target(target, hub, error_cls=PullError)
-    if version is None:
-        return target
-    v = parse_version(str(version), PullError)
+def _target_with_version(target: str, version: str | None, hub: str | os.PathLike[str] | None) -> str:
+    with relabel(PullError):
+        t = resolve_target(target, hub)
+        if version is None:
+            return target
+        v = parse_version(str(version))
     if t.version not in (None, v):
         raise PullError(f"{target}: the target pins @{t.version} but version={version!r} was given; give one of them")
     return str(t.with_version(v))
 
 
-def _iter_shards(source, release: dict[str, Any], folder: Path, record_lock: dict[str, Any],
+def _iter_shards(source: PinnedVersion, release: Release, folder: Path, record_lock: dict[str, Any],
                  shards: list[str]) -> Iterator[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
     for rel in shards:
         path = folder / rel
         if not _fresh(record_lock, release, rel, path, False):
@@ -383,36 +341,31 @@ def load(target: str, version: str | None = None, part: str = "images", *, strea
     - ``metadata``: a pandas DataFrame of ``metadata.parquet``;
     - ``embeddings/<name>`` (or ``embeddings`` when the version has a single set): a pandas DataFrame.
     """
-    import pandas as pd
-
     full = _target_with_version(target, version, hub)
     p = part.strip().strip("/")
     if p == "images":
         if streaming:
             return _stream_images(full, hub=hub, cache=cache, endpoint=endpoint)
         res = pull(full, ["images"], hub=hub, cache=cache, endpoint=endpoint)
-        import datasets
-
-        from rxcurate.progress import enabled
+        import datasets  # heavy: only when loading images
 
         if not enabled():
             datasets.disable_progress_bars()
-        files = [str(res.path(f)) for f in res.files if f.startswith("data/")]
+        files = [str(res.path(f)) for f in part_files(res.release, "images")]
         ds = datasets.Dataset.from_parquet(files, cache_dir=str(res.folder / ".datasets-cache"))
         return ds.with_format("numpy")
     if p == "metadata":
         res = pull(full, ["metadata"], hub=hub, cache=cache, endpoint=endpoint)
-        return pd.read_parquet(res.path("metadata.parquet"))
-    if p == "embeddings" or p.startswith("embeddings/"):
+        return pd.read_parquet(res.path(METADATA_PARQUET))
+    if p == "embeddings" or p.startswith(f"{EMBEDDINGS_DIR}/"):
         if p == "embeddings":
-            source = open_source(full, hub=hub, endpoint=endpoint)
-            names = embedding_names(read_release(source))
+            names = embedding_names(read_release(open_source(full, hub=hub, endpoint=endpoint)))
             if len(names) != 1:
                 raise PullError(f"{full}: part 'embeddings' is ambiguous; name the set: "
                                 f"{', '.join(f'embeddings/{n}' for n in names) or 'none published'}")
-            p = f"embeddings/{names[0]}"
+            p = f"{EMBEDDINGS_DIR}/{names[0]}"
         res = pull(full, [p], hub=hub, cache=cache, endpoint=endpoint)
-        files = [f for f in res.files if f.startswith(f"{p}/") and f.endswith("/embeddings.parquet")]
+        files = [f for f in res.files if f.startswith(f"{p}/") and f.endswith(f"/{EMBEDDINGS_FILE}")]
         if len(files) != 1:
             raise PullError(f"{res.target}: {p} holds {len(files)} embedding tables; name one set, e.g. "
                             f"{', '.join(f'embeddings/{n}' for n in embedding_names(res.release))}")
@@ -421,17 +374,16 @@ def load(target: str, version: str | None = None, part: str = "images", *, strea
                     f"parts with rxcurate pull --parts)")
 
 
-def _stream_images(target: str, *, hub, cache, endpoint) -> Any:
-    import datasets
+def _stream_images(target: str, *, hub: str | os.PathLike[str] | None, cache: str | os.PathLike[str] | None,
+                   endpoint: str | None) -> Any:
+    import datasets  # heavy: only when streaming images
 
     source = open_source(target, hub=hub, endpoint=endpoint)
     release = read_release(source)
     shards = part_files(release, "images")
     if not shards:
-        raise PullError(f"{source.label}@{source.version} has no image shards (data/*.parquet)")
-    t = resolve_target(target, hub, error_cls=PullError)
-    folder = version_cache(cache_root(cache), t.kind, t.repo_id, source.version)
-    folder.mkdir(parents=True, exist_ok=True)
+        raise PullError(f"{source} has no image shards (data/*.parquet)")
+    folder = _cache_folder(source, cache)
     record = _read_record(folder, source.commit)
     features = datasets.Features({"__key__": datasets.Value("string"), "jp2": datasets.Image()})
 

@@ -30,15 +30,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from rxcurate import __version__
+from rxcurate.benchmarks import definition_checksum, evaluate, load_definition, validate_results
+from rxcurate.benchmarks.readers import read_table
+from rxcurate.consume.pull import open_source, pull
 from rxcurate.errors import PullError, RxcurateError, SubmissionError
 from rxcurate.io import atomic_write_json, canonical_hash, sha256_file
+from rxcurate.layout import BENCHMARKS_DIR, METADATA_CSV, METADATA_PARQUET, Release
+from rxcurate.publish.hub import Hub, hub_for
+from rxcurate.publish.targets import LEADERBOARD_BRANCH, LEADERBOARD_DIR, relabel
+from rxcurate.release_inputs import headline
+from rxcurate.validate import identical_pairs
+
+__all__ = ["LEADERBOARD_BRANCH", "LEADERBOARD_DIR", "SubmissionRejected", "check_submission", "submit",
+           "submission_id", "record_entry", "read_entry", "polaris_status"]
 
 DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: RxRx3-core's ~222k wells x 384 float32 are ~0.35 GB
 MAX_DIM = 65_536
-LEADERBOARD_BRANCH = "leaderboard"
-LEADERBOARD_DIR = "leaderboard"
 RECORD_FORMAT = "rxcurate-submission/1"
 FEATURE_RE = re.compile(r"^feature_(0|[1-9]\d*)$")
 PANDAS_INDEX_RE = re.compile(r"^__index_level_\d+__$")  # a pandas index written by DataFrame.to_parquet: ignored
@@ -74,23 +87,19 @@ class CheckedSubmission:
     def dim(self) -> int:
         return int(self.x.shape[1])
 
-    def frame(self):
+    def frame(self) -> pd.DataFrame:
         """``well_id`` + ``feature_0..feature_{d-1}`` (the embeddings table the benchmark runner reads)."""
-        import pandas as pd
-
         df = pd.DataFrame(self.x, columns=[f"feature_{i}" for i in range(self.dim)])
         df.insert(0, "well_id", self.well_id)
         return df
 
 
-def _type_name(t) -> str:
+def _type_name(t: Any) -> str:
     return str(t)
 
 
-def _features(table, problems: list[str]) -> tuple[list[str], str | None]:
+def _features(table: pa.Table, problems: list[str]) -> tuple[list[str], str | None]:
     """Feature columns (or the single list column) of the submission's schema; problems appended."""
-    import pyarrow as pa
-
     names = [c for c in table.column_names if not PANDAS_INDEX_RE.match(c)]
     feats = sorted((c for c in names if FEATURE_RE.match(c)), key=lambda c: int(c.split("_")[1]))
     lists = [c for c in names if c != "well_id" and (pa.types.is_list(table.schema.field(c).type) or
@@ -135,10 +144,8 @@ def _features(table, problems: list[str]) -> tuple[list[str], str | None]:
     return feats, None
 
 
-def _matrix(table, feats: list[str], list_col: str | None, problems: list[str], ids: list[Any]) -> np.ndarray | None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+def _matrix(table: pa.Table, feats: list[str], list_col: str | None, problems: list[str],
+            ids: list[Any]) -> np.ndarray | None:
     n = table.num_rows
     if list_col is None:
         return np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in feats]) \
@@ -169,10 +176,6 @@ def check_submission(path: str | os.PathLike[str], wells: list[str], *,
                      max_bytes: int = DEFAULT_MAX_BYTES) -> CheckedSubmission:
     """Validate a submission file against the release's wells; raise :class:`SubmissionRejected` listing every
     problem, else return it in canonical form (sorted by well id)."""
-    import pyarrow.parquet as pq
-
-    from rxcurate.validate import identical_pairs
-
     p = Path(path)
     what = f"--embeddings {p}"
     if not p.is_file():
@@ -184,7 +187,16 @@ def check_submission(path: str | os.PathLike[str], wells: list[str], *,
     if size > max_bytes:
         raise SubmissionRejected(what, [f"{size:,} bytes is above the limit of {max_bytes:,} bytes (--max-bytes)"])
     try:
+        md = pq.ParquetFile(p).metadata
+        unpacked = sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
+        reading = READ_COPIES * unpacked
+        if reading > available_memory():
+            raise SubmissionRejected(what, [f"{md.num_rows:,} rows of {unpacked / GIB:.1f} GiB uncompressed need "
+                                            f"about {reading / GIB:.1f} GiB of memory to check, more than the "
+                                            f"{available_memory() / GIB:.1f} GiB available: reduce the dimension"])
         table = pq.read_table(p)
+    except SubmissionRejected:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader failure means: not a (readable) Parquet file
         raise SubmissionRejected(what, [f"not a readable Parquet file ({type(exc).__name__}): write it with "
                                         f"pandas.DataFrame.to_parquet or pyarrow.parquet.write_table"]) from None
@@ -237,6 +249,46 @@ def check_submission(path: str | os.PathLike[str], wells: list[str], *,
                              size, p.name)
 
 
+# --------------------------------------------------------------------------------------------------- memory
+GIB = 1 << 30
+READ_COPIES = 5  # the Arrow table, its float64 matrix (2x float32) and one conversion temporary
+COVARIANCE_METHODS = ("tvn", "pca", "pca_centerscale")  # post-processing that builds d x d float64 matrices
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can use now (MemAvailable, else the physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def scoring_memory(rows: int, dim: int, definition: dict[str, Any]) -> int:
+    """Peak bytes scoring needs, roughly: a few float64 copies of the matrix, plus, for PCA / TVN post-processing,
+    the d x d covariance, its eigenvectors and LAPACK's workspace."""
+    method = str((definition.get("postprocess") or {}).get("method", ""))
+    square = 4 * dim * dim if method in COVARIANCE_METHODS else 0
+    return 8 * (4 * rows * dim + square)
+
+
+def check_memory(sub: CheckedSubmission, pb: PublishedBenchmark) -> None:
+    """Refuse (before scoring) a submission whose scoring would not fit in the memory available."""
+    need, have = scoring_memory(len(sub.well_id), sub.dim, pb.definition), available_memory()
+    if need <= have:
+        return
+    fits = next((d for d in (16_384, 8_192, 4_096, 2_048, 1_024, 512, 256, 128)
+                 if scoring_memory(len(sub.well_id), d, pb.definition) <= have), None)
+    method = (pb.definition.get("postprocess") or {}).get("method")
+    raise SubmissionRejected(f"--embeddings {sub.file}", [
+        f"{len(sub.well_id):,} wells x {sub.dim:,} features: scoring on {pb.id} needs about {need / GIB:.1f} GiB of "
+        f"memory ({method} post-processing builds {sub.dim:,} x {sub.dim:,} float64 matrices), more than the "
+        f"{have / GIB:.1f} GiB available: reduce the dimension"
+        + (f" (e.g. PCA to {fits:,} features)" if fits else "") + " or score on a machine with more memory"])
+
+
 # --------------------------------------------------------------------------------------------------- scoring
 @dataclass
 class PublishedBenchmark:
@@ -259,11 +311,9 @@ def submission_id(submission_sha256: str, benchmark: dict[str, Any], data_versio
     return "sub-" + canonical_hash(key)[:20]
 
 
-def published_benchmark(folder: Path, release: dict[str, Any], benchmark: str) -> PublishedBenchmark:
+def published_benchmark(folder: Path, release: Release, benchmark: str) -> PublishedBenchmark:
     """The release's published definition of ``benchmark`` with its inputs, cross-checked; raises naming the fix."""
-    from rxcurate.benchmarks import definition_checksum, load_definition
-
-    entries = {b.get("id"): b for b in release.get("benchmarks", []) or []}
+    entries = {b.get("id"): b for b in release.benchmarks}
     entry = entries.get(benchmark)
     if entry is None or not entry.get("definition"):
         have = sorted(k for k, b in entries.items() if b.get("definition"))
@@ -275,7 +325,7 @@ def published_benchmark(folder: Path, release: dict[str, Any], benchmark: str) -
     except RxcurateError as exc:
         raise PullError(f"{drel} of the release is not a valid benchmark definition ({exc})") from None
     checksum = definition_checksum(defn)
-    files = release.get("files", {})
+    files = release.files
     published: dict[str, dict[str, Any]] = {}
     for rrel in sorted(entry.get("results") or []):
         try:
@@ -288,19 +338,19 @@ def published_benchmark(folder: Path, release: dict[str, Any], benchmark: str) -
                             f"differs); the release is inconsistent: run rxcurate validate on it")
         published[rrel] = doc
     truth: dict[str, Path] = {}
-    meta_rel = "metadata.parquet"
+    meta_rel = METADATA_PARQUET
     if published:
         first = published[sorted(published)[0]]
         ins = (first.get("provenance") or {}).get("inputs") or {}
         for name, spec in sorted((ins.get("truth") or {}).items()):
-            rel = next((r for r in sorted(files) if r.startswith("benchmarks/")
+            rel = next((r for r in sorted(files) if r.startswith(f"{BENCHMARKS_DIR}/")
                         and files[r].get("sha256") == spec.get("sha256")), None)
             if rel is None:
                 raise PullError(f"the truth table {spec.get('file')} of {benchmark} is not published in the release; "
                                 f"it cannot be scored (report it to the publisher)")
             truth[name] = folder / rel
         msha = (ins.get("metadata") or {}).get("sha256")
-        meta_rel = next((r for r in ("metadata.parquet", "metadata.csv") if (files.get(r) or {}).get("sha256") == msha),
+        meta_rel = next((r for r in (METADATA_PARQUET, METADATA_CSV) if (files.get(r) or {}).get("sha256") == msha),
                         meta_rel)
     elif defn["inputs"]["truth"]["min_files"] > 0:
         raise SubmissionError(f"benchmark {benchmark} needs truth tables but the release publishes no results for it "
@@ -310,17 +360,12 @@ def published_benchmark(folder: Path, release: dict[str, Any], benchmark: str) -
 
 
 def release_wells(metadata_path: Path) -> list[str]:
-    from rxcurate.benchmarks.readers import read_table
-
     meta = read_table(metadata_path, "metadata")
     return sorted(set(meta["well_id"].astype(str)))
 
 
 def score(pb: PublishedBenchmark, sub: CheckedSubmission) -> dict[str, Any]:
     """Results of the submission on the published benchmark (the runner's results object, with provenance)."""
-    from rxcurate.benchmarks import evaluate, validate_results
-    from rxcurate.benchmarks.readers import read_table
-
     meta = read_table(pb.metadata_path, "metadata")
     try:
         results = evaluate(pb.definition, sub.frame(), meta, pb.truth or None)
@@ -335,8 +380,6 @@ def score(pb: PublishedBenchmark, sub: CheckedSubmission) -> dict[str, Any]:
 
 def rank_metric(results: dict[str, Any], definition: dict[str, Any]) -> tuple[str | None, float | None]:
     """The headline metric a leaderboard ranks by: the first summary entry the definition's ``metrics`` name."""
-    from rxcurate.release import headline
-
     head = headline(results.get("summary") or {}, definition)
     for k, v in head.items():
         if isinstance(v, int | float) and not isinstance(v, bool):
@@ -370,49 +413,21 @@ def record_text(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
-def _existing_local(hub, repo_id: str, rel: str) -> dict[str, Any] | None:
-    raw = hub.read_branch_file(repo_id, LEADERBOARD_BRANCH, rel)
-    return json.loads(raw) if raw is not None else None
-
-
-def _existing_hf(source, rel: str) -> dict[str, Any] | None:
-    """The leaderboard entry ``rel`` on the repository's main branch (merged submissions), or None."""
-    from huggingface_hub import hf_hub_download
-
-    from rxcurate.publish.hf import _errors, _http_message
-
-    http_error, _, _ = _errors()
+def read_entry(hub: Hub, repo_id: str, rel: str) -> dict[str, Any] | None:
+    """The accepted leaderboard entry ``rel``, or None (absent or unreadable)."""
+    with relabel(SubmissionError):
+        raw = hub.read_leaderboard(repo_id, rel).get(rel)
     try:
-        if rel not in source.api.list_repo_files(source.repo_id, repo_type="dataset", revision="main"):
-            return None
-        got = hf_hub_download(source.repo_id, rel, repo_type="dataset", revision="main", token=source.api.token,
-                              endpoint=source.api.endpoint)
-        return json.loads(Path(got).read_text())
-    except http_error as exc:
-        raise SubmissionError(f"{source.label}: cannot read its leaderboard ({_http_message(exc)}); nothing was "
-                              f"recorded") from None
+        doc = json.loads(raw) if raw is not None else None
     except ValueError:
         return None
+    return doc if isinstance(doc, dict) else None
 
 
-def _push_hf(source, rel: str, data: bytes, name: str, api: Any = None) -> str:
-    from huggingface_hub import CommitOperationAdd
-
-    from rxcurate.publish.hf import _errors, _http_message
-
-    api = api or source.api
-    if not api.token:
-        raise SubmissionError(f"{source.label}: --push needs a Hugging Face token: set HF_TOKEN or run `hf auth login` "
-                              f"(the token is never printed); nothing was recorded")
-    http_error, _, _ = _errors()
-    try:
-        info = api.create_commit(source.repo_id, [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=data)],
-                                 commit_message=f"Leaderboard submission {name}", repo_type="dataset",
-                                 create_pr=True)
-    except http_error as exc:
-        raise SubmissionError(f"{source.label}: the Hub refused the submission ({_http_message(exc, api)}); nothing "
-                              f"was recorded") from None
-    return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", ""))
+def record_entry(hub: Hub, repo_id: str, rel: str, data: bytes, message: str) -> str:
+    """Record one leaderboard entry (local: a commit on the leaderboard branch; hf: a pull request); returns where."""
+    with relabel(SubmissionError):
+        return hub.record_leaderboard(repo_id, {rel: data}, message)
 
 
 def submit(target: str, benchmark: str, embeddings: str | os.PathLike[str], *, name: str | None = None,
@@ -420,14 +435,14 @@ def submit(target: str, benchmark: str, embeddings: str | os.PathLike[str], *, n
            endpoint: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES, out: str | os.PathLike[str] | None = None,
            api: Any = None, now: datetime | None = None) -> SubmitResult:
     """Validate, score and record a submission of ``embeddings`` to ``benchmark`` of ``TARGET[@VERSION]``."""
-    from rxcurate.consume.pull import open_source, pull
-
     if name is not None and (not name.strip() or len(name) > 100 or "\n" in name):
         raise SubmissionError(f"--name {name!r}: give a short one-line name (1-100 characters), e.g. my-encoder-v2")
+    if out is not None and (Path(out).is_dir() or (Path(out).parent.exists() and not Path(out).parent.is_dir())):
+        raise SubmissionError(f"--out {out}: not a file path (it is a folder, or lies below a file): give a file to "
+                              f"write the results to, e.g. --out {Path(out) / 'results.json'}")
     source = open_source(target, hub=hub, endpoint=endpoint)
-    label = f"{source.label}@{source.version}"
-    res = pull(f"{source.label}@{source.version}", ["metadata", "benchmarks"], hub=hub, cache=cache,
-               endpoint=endpoint)
+    label = str(source)
+    res = pull(label, ["metadata", "benchmarks"], hub=hub, cache=cache, endpoint=endpoint)
     release = res.release
     pb = published_benchmark(res.folder, release, benchmark)
     sub = check_submission(embeddings, release_wells(pb.metadata_path), max_bytes=max_bytes)
@@ -436,17 +451,15 @@ def submit(target: str, benchmark: str, embeddings: str | os.PathLike[str], *, n
     sid = submission_id(sub.sha256, bench, data_version)
     rel = entry_path(source.version, pb.id, sid)
     messages: list[str] = []
-    local_hub = getattr(source, "hub", None)
-    existing = _existing_local(local_hub, source.repo_id, rel) if local_hub is not None else _existing_hf(source, rel)
+    existing = read_entry(source.hub, source.repo_id, rel)
     if existing is not None:
         if out is not None:
             atomic_write_json(out, existing)
         return SubmitResult("unchanged", sid, existing, f"{label} {rel}",
                             [f"already on the leaderboard as {sid} (resubmission: nothing new recorded)"])
+    check_memory(sub, pb)
     results = score(pb, sub)
     metric, value = rank_metric(results, pb.definition)
-    from rxcurate.release import headline
-
     record = {
         "format": RECORD_FORMAT,
         "submission_id": sid,
@@ -463,12 +476,14 @@ def submit(target: str, benchmark: str, embeddings: str | os.PathLike[str], *, n
         "results": results,
     }
     data = record_text(record)
-    if local_hub is not None:
-        commit = local_hub.commit_files(source.repo_id, {rel: data}, f"Leaderboard: {record['name']} on {pb.id} "
-                                        f"({source.version})", branch=LEADERBOARD_BRANCH)
-        status, location = "recorded", f"{label} branch {LEADERBOARD_BRANCH} commit {commit[:12]}: {rel}"
+    if not source.hub.needs_push:
+        where = record_entry(source.hub, source.repo_id, rel, data,
+                             f"Leaderboard: {record['name']} on {pb.id} ({source.version})")
+        status, location = "recorded", f"{label} {where}: {rel}"
     elif push:
-        status, location = "recorded", _push_hf(source, rel, data, record["name"], api)
+        writer = source.hub if api is None else hub_for(source.target, api=api)
+        status, location = "recorded", record_entry(writer, source.repo_id, rel, data,
+                                                    f"Leaderboard submission {record['name']}")
         messages.append(f"opened a pull request adding {rel}: {location}")
     else:
         status, location = "scored", ""

@@ -11,6 +11,7 @@ import torch
 
 from rxcurate.encoders.base import FINAL, Encoder, resolve_blocks, resolve_device
 from rxcurate.errors import EmbedError
+from rxcurate.layout import embedding_set_name
 
 __all__ = [
     "FINAL",
@@ -38,9 +39,7 @@ def describe_encoders() -> dict[str, str]:
     return dict(_DESCRIPTIONS)
 
 
-def encoder_dirname(name: str) -> str:
-    """Folder name of an encoder's embeddings (``timm:vit_small_patch16_224`` -> ``timm-vit_small_patch16_224``)."""
-    return name.replace(":", "-").replace("/", "-")
+encoder_dirname = embedding_set_name  # the folder of an encoder's embeddings: rxcurate.layout names it
 
 
 def get_encoder(
@@ -82,16 +81,16 @@ def get_encoder(
     if name == "baseline":
         if weights is not None:
             raise EmbedError("encoder baseline is weight-free: drop --weights")
-        from rxcurate.encoders.baseline import BaselineEncoder
+        from rxcurate.encoders.baseline import BaselineEncoder  # torch: loaded only when an encoder is built
 
         return BaselineEncoder(channels=channels, tile_size=tile_size, device=dev)
     if name == "openphenom":
-        from rxcurate.encoders.openphenom import OpenPhenomEncoder
+        from rxcurate.encoders.openphenom import OpenPhenomEncoder  # torch: loaded only when an encoder is built
 
         return OpenPhenomEncoder(channels=channels, tile_size=tile_size, weights=weights, allow_random=allow_random,
                                  device=dev, precision=neural_precision, seed=seed)
     if name.startswith("timm:"):
-        from rxcurate.encoders.timm_encoder import TimmEncoder
+        from rxcurate.encoders.timm_encoder import TimmEncoder  # torch (+ timm): only when an encoder is built
 
         return TimmEncoder(name.removeprefix("timm:"), channels=channels, tile_size=tile_size, weights=weights,
                            allow_random=allow_random, device=dev, precision=neural_precision, seed=seed)

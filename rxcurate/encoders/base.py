@@ -160,7 +160,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise EmbedError(f"--weights: file {path} does not exist (give a local .safetensors or .pt file)")
     try:
         if _is_safetensors(path):
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # torch: only when weights are loaded
 
             sd: Any = load_file(str(path), device="cpu")
         else:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from rxcurate.encoders.base import FINAL, Encoder
+from rxcurate.errors import EmbedError
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 BAND_EDGES = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)
@@ -90,8 +91,6 @@ class BaselineEncoder(Encoder):
     """Registry entry ``baseline`` (any channel count, any even tile size >= 8)."""
 
     def __init__(self, *, channels: int, tile_size: int = 256, device: torch.device = torch.device("cpu")) -> None:
-        from rxcurate.errors import EmbedError
-
         if tile_size % 2:
             raise EmbedError(f"--tile {tile_size}: the baseline encoder needs an even tile size (e.g. 256)")
         self.name = "baseline"

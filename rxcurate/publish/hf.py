@@ -19,36 +19,96 @@ local hub's commit of the same release.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rxcurate.errors import PublishError, RxcurateError
-from rxcurate.publish.local import CARD, CARRIED_PREFIXES, RELEASE_JSON, PublishResult, bump_patch, release_identity
-from rxcurate.publish.targets import parse_version, semver_key, version_tag
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import get_token as hf_get_token
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils.tqdm import disable_progress_bars
+
+from rxcurate.errors import PublishError
+from rxcurate.layout import CARD, RELEASE_JSON
+from rxcurate.progress import enabled
+from rxcurate.publish.targets import (
+    CARRIED_PREFIXES,
+    REPO_FILES,
+    PublishResult,
+    bump_patch,
+    parse_version,
+    refuse_links,
+    release_identity,
+    semver_key,
+    version_tag,
+    versions_of,
+)
 
 REPO_TYPE = "dataset"
 BRANCH = "main"
 MAX_FILES_PER_COMMIT = 25_000
-KEEP_ON_MAIN = (".gitattributes",)
+KEEP_ON_MAIN = REPO_FILES
 
 
-def get_token() -> str | None:
-    """``HF_TOKEN`` from the environment, else the token stored by the library's login; never printed."""
-    env = os.environ.get("HF_TOKEN")
-    if env:
-        return env
+TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{6,}")  # the Hub's token format: redacted wherever it appears
+BEARER_RE = re.compile(r"(Bearer\s+)[^\s'\"]+", re.I)
+
+
+def clean_token(raw: str | None, what: str = "HF_TOKEN") -> str | None:
+    """A token as sent: surrounding whitespace (a pasted trailing newline) stripped; None when empty. Raise
+    :class:`PublishError` (never showing it) when whitespace or control characters remain inside it."""
+    if raw is None or not raw.strip():
+        return None
+    token = raw.strip()
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise PublishError(f"{what} contains whitespace or control characters inside the token (it is not printed): "
+                           f"set it again from the Hub's token page, e.g. export HF_TOKEN=hf_...")
+    return token
+
+
+def _stored_token() -> str | None:
     try:
-        from huggingface_hub import get_token as hf_get_token
-
         return hf_get_token()
     except Exception:  # noqa: BLE001 - no stored login
         return None
 
 
-def plan_operations(folder: str | os.PathLike[str], files: list[str]) -> list[Any]:
-    """``CommitOperationAdd`` of every release file (offline; no network)."""
-    from huggingface_hub import CommitOperationAdd
+def get_token() -> str | None:
+    """``HF_TOKEN`` from the environment, else the token stored by the library's login, stripped of surrounding
+    whitespace (see :func:`clean_token`); never printed."""
+    env = os.environ.get("HF_TOKEN")
+    if env and env.strip():
+        return clean_token(env)
+    return clean_token(_stored_token(), "the stored Hugging Face token")
 
+
+def redact(text: str, *tokens: str | None) -> str:
+    """``text`` with every form of every known token replaced by ``***``: the given ones, the environment's and the
+    stored login's, each raw, stripped and as Python would show it inside a repr (escaped newlines), then anything
+    shaped like a Hub token or following ``Bearer``."""
+    known = [*tokens, *(os.environ.get(v) for v in TOKEN_VARIABLES), _stored_token()]
+    forms: set[str] = set()
+    for t in known:
+        if isinstance(t, str) and t.strip():
+            for v in (t, t.strip()):
+                forms.update({v, repr(v)[1:-1], repr(v.encode("utf-8", "replace"))[2:-1]})
+    for form in sorted((f for f in forms if len(f.strip()) >= 4), key=len, reverse=True):
+        text = text.replace(form, "***")
+    return BEARER_RE.sub(r"\1***", TOKEN_RE.sub("hf_***", text))
+
+
+def plan_operations(folder: str | os.PathLike[str], files: Iterable[str]) -> list[CommitOperationAdd]:
+    """``CommitOperationAdd`` of every release file (offline; no network)."""
     root = Path(folder)
     return [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(root / rel)) for rel in sorted(files)]
 
@@ -68,51 +128,24 @@ def operation_payload(ops: list[Any]) -> dict[str, bytes]:
     return out
 
 
-def _errors():
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    return HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-
-def _http_message(exc: Exception, api: Any = None) -> str:
+def http_message(exc: Exception, api: Any = None) -> str:
     """The error's text, one line, with any token redacted (a token is never printed)."""
-    text = " ".join(str(exc).split())
-    for token in {get_token(), getattr(api, "token", None)}:
-        if isinstance(token, str) and token:
-            text = text.replace(token, "***")
-    return text[:240]
+    return " ".join(redact(str(exc), getattr(api, "token", None)).split())[:240]
 
 
-def _tags(api, repo_id: str) -> tuple[dict[str, str], str | None]:
+def _tags(api: Any, repo_id: str) -> tuple[dict[str, str], str | None]:
     refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
     tags = {t.name: t.target_commit for t in refs.tags}
     head = next((b.target_commit for b in refs.branches if b.name == BRANCH), None)
     return tags, head
 
 
-def versions_of(tags: dict[str, str]) -> list[str]:
-    out = []
-    for name in tags:
-        try:
-            v = parse_version(name)
-        except RxcurateError:
-            continue
-        if v != "latest":
-            out.append(v)
-    return sorted(out, key=semver_key)
-
-
-def _read(api, repo_id: str, revision: str, path: str) -> bytes | None:
+def _read(api: Any, repo_id: str, revision: str, path: str) -> bytes | None:
     """One file of a revision, or None when absent."""
-    from huggingface_hub import hf_hub_download
-
-    _, _, RevisionNotFound = _errors()
-    from huggingface_hub.errors import EntryNotFoundError
-
     try:
         local = hf_hub_download(repo_id, path, repo_type=REPO_TYPE, revision=revision, token=api.token,
                                 endpoint=api.endpoint)
-    except (EntryNotFoundError, RevisionNotFound):
+    except (EntryNotFoundError, RevisionNotFoundError):
         return None
     return Path(local).read_bytes()
 
@@ -123,6 +156,7 @@ def publish_hf(repo_id: str, version: str, folder: str | os.PathLike[str], files
     folder = Path(folder)
     target = f"hf://{repo_id}"
     tag = version_tag(version)
+    refuse_links(folder, files, target)  # an upload would follow a link: publish what the release folder holds
     ops = plan_operations(folder, files)  # offline first: a missing file fails before any network call
     local_release = (folder / RELEASE_JSON).read_bytes()
     local_card = (folder / CARD).read_bytes() if (folder / CARD).is_file() else None
@@ -131,10 +165,7 @@ def publish_hf(repo_id: str, version: str, folder: str | os.PathLike[str], files
         if not token:
             raise PublishError(f"{target}: no Hugging Face token: set HF_TOKEN or run `hf auth login` (the token is "
                                f"never printed)")
-        from huggingface_hub import HfApi
-
         api = HfApi(token=token)
-    HfHubHTTPError, _, _ = _errors()
     try:
         api.create_repo(repo_id, repo_type=REPO_TYPE, exist_ok=True, private=private)
         tags, head = _tags(api, repo_id)
@@ -151,8 +182,6 @@ def publish_hf(repo_id: str, version: str, folder: str | os.PathLike[str], files
             commit = _staged_upload(api, repo_id, version, folder, files, message)
         else:
             deletes = _stale_files(api, repo_id, head, files)
-            from huggingface_hub import CommitOperationDelete
-
             info = api.create_commit(repo_id, [*ops, *(CommitOperationDelete(path_in_repo=p) for p in deletes)],
                                      commit_message=message or f"Release {version}", repo_type=REPO_TYPE,
                                      revision=BRANCH, parent_commit=head)
@@ -161,16 +190,16 @@ def publish_hf(repo_id: str, version: str, folder: str | os.PathLike[str], files
         return PublishResult(target, version, tag, commit, "published", commit,
                              f"{api.endpoint}/datasets/{repo_id}/tree/{tag}")
     except HfHubHTTPError as exc:
-        raise PublishError(f"{target}: the Hub refused or failed ({_http_message(exc, api)}); no tag was created, "
+        raise PublishError(f"{target}: the Hub refused or failed ({http_message(exc, api)}); no tag was created, "
                            f"rerun to resume") from None
     except PublishError:
         raise
     except Exception as exc:  # noqa: BLE001 - network errors of the HTTP client (offline, DNS, refused connection)
-        raise PublishError(f"{target}: the Hub is unreachable ({type(exc).__name__}: {_http_message(exc, api)}); no "
+        raise PublishError(f"{target}: the Hub is unreachable ({type(exc).__name__}: {http_message(exc, api)}); no "
                            "tag was created: check the network or HF_ENDPOINT and rerun to resume") from None
 
 
-def _stale_files(api, repo_id: str, head: str | None, files: list[str]) -> list[str]:
+def _stale_files(api: Any, repo_id: str, head: str | None, files: list[str]) -> list[str]:
     if head is None:
         return []
     keep = set(files)
@@ -178,16 +207,16 @@ def _stale_files(api, repo_id: str, head: str | None, files: list[str]) -> list[
     return sorted(p for p in existing if p not in keep and p not in KEEP_ON_MAIN and not p.startswith(CARRIED_PREFIXES))
 
 
-def _staged_upload(api, repo_id: str, version: str, folder: Path, files: list[str], message: str | None) -> str:
+def _staged_upload(api: Any, repo_id: str, version: str, folder: Path, files: list[str], message: str | None) -> str:
     """Very large releases: resumable multi-commit upload to a staging branch; returns its last commit."""
     branch = f"rxcurate-staging-v{version}"
     api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=REPO_TYPE, revision=branch,
                              allow_patterns=sorted(files), commit_message=message or f"Release {version}")
-    return info.oid
+    return str(info.oid)
 
 
-def _republish(api, repo_id: str, version: str, tagged: str, head: str | None, local_release: bytes,
+def _republish(api: Any, repo_id: str, version: str, tagged: str, head: str | None, local_release: bytes,
                local_card: bytes | None, message: str | None) -> PublishResult:
     target = f"hf://{repo_id}"
     tag = version_tag(version)
@@ -198,53 +227,158 @@ def _republish(api, repo_id: str, version: str, tagged: str, head: str | None, l
                            f"{bump_patch(version)}) and rebuild the card")
     head_carries = head is not None and release_identity(_read(api, repo_id, head, RELEASE_JSON)) == \
         release_identity(local_release)
-    card_now = _read(api, repo_id, head if head_carries else tagged, CARD)
+    card_now = _read(api, repo_id, head if head_carries and head is not None else tagged, CARD)
     if local_card is None or card_now == local_card:
         return PublishResult(target, version, tag, tagged, "unchanged", head, f"{api.endpoint}/datasets/{repo_id}")
     if not head_carries:
         raise PublishError(f"{target}: the card of {version} can only be updated while it is the newest version on "
                            f"main; publish the new card with a new version instead")
-    from huggingface_hub import CommitOperationAdd
-
     info = api.create_commit(repo_id, [CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=local_card)],
                              commit_message=message or f"Update the dataset card of {version}", repo_type=REPO_TYPE,
                              revision=BRANCH, parent_commit=head)
     return PublishResult(target, version, tag, tagged, "card-updated", info.oid, f"{api.endpoint}/datasets/{repo_id}")
 
 
-def download_version(repo_id: str, version: str, dest: str | os.PathLike[str], *, endpoint: str | None = None,
-                     error_cls: type[RxcurateError] = PublishError) -> tuple[str, str]:
-    """Download version ``version`` (or ``latest``) of ``hf://repo_id`` into ``dest``; returns (version, commit)."""
-    from huggingface_hub import HfApi, snapshot_download
+class HfHub:
+    """The Hugging Face Hub as a :class:`rxcurate.publish.hub.Hub`: dataset repositories whose versions are tags
+    ``v<semver>``. Reads are pinned to the commit a version's tag points at; the refs of a repository are listed
+    once per instance (a hub object lives for one command). Accepted leaderboard entries live on ``main`` (merged
+    pull requests); recording one opens a pull request."""
 
-    HfHubHTTPError, RepoNotFound, _ = _errors()
-    api = HfApi(endpoint=endpoint, token=get_token())
-    try:
-        tags, _ = _tags(api, repo_id)
-    except RepoNotFound:
-        raise error_cls(f"hf://{repo_id} does not exist (or is private and no token is set: HF_TOKEN)") from None
-    except HfHubHTTPError as exc:
-        raise error_cls(f"hf://{repo_id}: cannot list its versions ({_http_message(exc)})") from None
-    except Exception as exc:  # noqa: BLE001 - network errors (offline, DNS) of the HTTP client
-        raise error_cls(f"hf://{repo_id}: the Hub is unreachable ({type(exc).__name__}: {_http_message(exc)}); "
-                        f"check the network or HF_ENDPOINT") from None
-    versions = versions_of(tags)
-    if version in (None, "latest"):
-        if not versions:
-            raise error_cls(f"hf://{repo_id} has no published version (no v<semver> tag)")
-        version = versions[-1]
-    if version_tag(version) not in tags:
-        raise error_cls(f"hf://{repo_id} has no version {version} (published: {', '.join(versions) or 'none'})")
-    commit = tags[version_tag(version)]
-    from rxcurate.progress import enabled
+    scheme = "hf"
+    needs_push = True  # recording a submission opens a pull request: only on request (--push)
 
-    if not enabled():
-        from huggingface_hub.utils import disable_progress_bars
+    def __init__(self, api: Any = None, *, endpoint: str | None = None, private: bool | None = None) -> None:
+        self._api = api
+        self.endpoint = endpoint
+        self.private = private  # a repository created by publish is private
+        self._refs: dict[str, dict[str, str]] = {}
 
-        disable_progress_bars()
-    try:
-        snapshot_download(repo_id, repo_type=REPO_TYPE, revision=commit, local_dir=str(dest), token=api.token,
-                          endpoint=api.endpoint)
-    except HfHubHTTPError as exc:
-        raise error_cls(f"hf://{repo_id}@{version}: download failed ({_http_message(exc)})") from None
-    return version, commit
+    @property
+    def api(self) -> Any:
+        """The ``HfApi`` (read: with the token if one is set)."""
+        if self._api is None:
+            self._api = HfApi(endpoint=self.endpoint, token=get_token())
+        return self._api
+
+    def label(self, repo_id: str) -> str:
+        return f"hf://{repo_id}"
+
+    # ------------------------------------------------------------------------------------------ read API
+    def tags(self, repo_id: str) -> dict[str, str]:
+        """Tag name -> commit of a repository; every listing failure is one :class:`PublishError` naming the fix."""
+        if repo_id not in self._refs:
+            label = self.label(repo_id)
+            try:
+                self._refs[repo_id] = _tags(self.api, repo_id)[0]
+            except RepositoryNotFoundError:
+                raise PublishError(f"{label} does not exist (or is private and no token is set: HF_TOKEN); check "
+                                   f"the name (e.g. hf://recursionpharma/rxrx3-core)") from None
+            except HfHubHTTPError as exc:
+                raise PublishError(f"{label}: cannot list its versions ({http_message(exc, self._api)})") from None
+            except Exception as exc:  # noqa: BLE001 - network errors (offline, DNS) of the HTTP client
+                raise PublishError(f"{label}: the Hub is unreachable ({type(exc).__name__}); check the network or "
+                                   f"HF_ENDPOINT") from None
+        return self._refs[repo_id]
+
+    def list_versions(self, repo_id: str) -> list[str]:
+        return versions_of(self.tags(repo_id))
+
+    def resolve_version(self, repo_id: str, version: str | None = "latest") -> str:
+        label = self.label(repo_id)
+        versions = self.list_versions(repo_id)
+        if version in (None, "latest"):
+            if not versions:
+                raise PublishError(f"{label} has no published version (no v<semver> tag)")
+            return versions[-1]
+        v = parse_version(version)
+        if version_tag(v) not in self.tags(repo_id):
+            raise PublishError(f"{label} has no version {v} (published: {', '.join(versions) or 'none'}); use one of "
+                               f"them or @latest")
+        return v
+
+    def commit_of(self, repo_id: str, version: str) -> str:
+        return self.tags(repo_id)[version_tag(self.resolve_version(repo_id, version))]
+
+    def list_files(self, repo_id: str, version: str) -> dict[str, int]:
+        commit = self.commit_of(repo_id, version)
+        try:
+            entries = self.api.list_repo_tree(repo_id, recursive=True, revision=commit, repo_type=REPO_TYPE)
+            return {e.path: int(e.size) for e in entries if isinstance(e, RepoFile)}
+        except HfHubHTTPError as exc:
+            raise PublishError(f"{self.label(repo_id)}@{version}: cannot list its files "
+                               f"({http_message(exc, self._api)})") from None
+
+    def copy_file(self, repo_id: str, version: str, relpath: str, dest: str | os.PathLike[str]) -> None:
+        dest = Path(dest)
+        commit = self.commit_of(repo_id, version)
+        with tempfile.TemporaryDirectory(prefix=".rxcurate-dl-", dir=dest.parent) as tmp:
+            try:
+                got = hf_hub_download(repo_id, relpath, repo_type=REPO_TYPE, revision=commit, local_dir=tmp,
+                                      token=self.api.token, endpoint=self.api.endpoint)
+            except HfHubHTTPError as exc:
+                raise PublishError(f"{self.label(repo_id)}@{version}: cannot download {relpath} "
+                                   f"({http_message(exc, self._api)})") from None
+            shutil.move(got, dest)
+
+    def read_file(self, repo_id: str, version: str, relpath: str) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="rxcurate-dl-") as tmp:
+            p = Path(tmp) / "file"
+            self.copy_file(repo_id, version, relpath, p)
+            return p.read_bytes()
+
+    def checkout(self, repo_id: str, version: str, dest: str | os.PathLike[str]) -> Path:
+        """Download the whole version into ``dest`` (must be absent or empty)."""
+        dest = Path(dest)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise PublishError(f"checkout destination {dest} is not empty: choose a new folder")
+        commit = self.commit_of(repo_id, version)
+        if not enabled():
+            disable_progress_bars()
+        try:
+            snapshot_download(repo_id, repo_type=REPO_TYPE, revision=commit, local_dir=str(dest),
+                              token=self.api.token, endpoint=self.api.endpoint)
+        except HfHubHTTPError as exc:
+            raise PublishError(f"{self.label(repo_id)}@{version}: download failed "
+                               f"({http_message(exc, self._api)})") from None
+        return dest
+
+    # ------------------------------------------------------------------------------------------ write API
+    def publish(self, repo_id: str, version: str, folder: str | os.PathLike[str], files: Iterable[str],
+                message: str | None = None) -> PublishResult:
+        self._refs.pop(repo_id, None)
+        try:
+            return publish_hf(repo_id, version, folder, list(files), api=self._api, private=self.private,
+                              message=message)
+        finally:
+            self._refs.pop(repo_id, None)
+
+    # ------------------------------------------------------------------------------------------ leaderboard
+    def read_leaderboard(self, repo_id: str, prefix: str) -> dict[str, bytes]:
+        """The leaderboard entries (path -> bytes) under ``prefix`` on ``main`` (merged pull requests)."""
+        try:
+            paths = [p for p in self.api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=BRANCH)
+                     if p.startswith(prefix)]
+            out: dict[str, bytes] = {}
+            for p in sorted(paths):
+                local = hf_hub_download(repo_id, p, repo_type=REPO_TYPE, revision=BRANCH, token=self.api.token,
+                                        endpoint=self.api.endpoint)
+                out[p] = Path(local).read_bytes()
+            return out
+        except HfHubHTTPError as exc:
+            raise PublishError(f"{self.label(repo_id)}: cannot read its leaderboard "
+                               f"({http_message(exc, self._api)})") from None
+
+    def record_leaderboard(self, repo_id: str, files: Mapping[str, bytes], message: str) -> str:
+        """Open a pull request adding leaderboard entries; returns its URL. Needs a token."""
+        label = self.label(repo_id)
+        if not self.api.token:
+            raise PublishError(f"{label}: --push needs a Hugging Face token: set HF_TOKEN or run `hf auth login` "
+                               f"(the token is never printed); nothing was recorded")
+        ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=data) for rel, data in sorted(files.items())]
+        try:
+            info = self.api.create_commit(repo_id, ops, commit_message=message, repo_type=REPO_TYPE, create_pr=True)
+        except HfHubHTTPError as exc:
+            raise PublishError(f"{label}: the Hub refused the submission ({http_message(exc, self._api)}); nothing "
+                               f"was recorded") from None
+        return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", ""))

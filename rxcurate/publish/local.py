@@ -21,62 +21,54 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from typing import Any
 
-from rxcurate.errors import PublishError, RxcurateError
-from rxcurate.publish.targets import parse_version, resolve_target, semver_key, version_tag
+from rxcurate.errors import PublishError
+from rxcurate.layout import CARD, RELEASE_JSON
+from rxcurate.publish.targets import (
+    CARRIED_PREFIXES,
+    LEADERBOARD_BRANCH,
+    PublishResult,
+    bump_patch,
+    check_relpath,
+    parse_version,
+    refuse_links,
+    release_identity,
+    resolve_target,
+    semver_key,
+    version_tag,
+    versions_of,
+)
 
-__all__ = ["LocalHub", "PublishResult", "resolve_target", "CARRIED_PREFIXES", "check_relpath"]
+__all__ = ["LocalHub", "PublishResult", "resolve_target", "CARRIED_PREFIXES", "check_relpath", "bump_patch"]
 
 BRANCH = "main"
-CARRIED_PREFIXES = ("leaderboard/",)  # repository content kept across versions, not part of a release
-CARD = "README.md"
-RELEASE_JSON = "release.json"
+TEMP_SUFFIX_RE = re.compile(r"^[A-Za-z0-9_]{8}$")  # tempfile.mkdtemp's random part
 IDENTITY = {"GIT_AUTHOR_NAME": "rxcurate", "GIT_AUTHOR_EMAIL": "rxcurate@localhost",
             "GIT_COMMITTER_NAME": "rxcurate", "GIT_COMMITTER_EMAIL": "rxcurate@localhost"}
 
 
-@dataclass(frozen=True)
-class PublishResult:
-    """Outcome of a publish: ``status`` is ``published``, ``unchanged`` or ``card-updated``."""
-
-    target: str
-    version: str
-    tag: str
-    commit: str  # the commit the version's tag points at
-    status: str
-    head: str | None = None  # main after the operation (differs from ``commit`` after a card update)
-    location: str = ""
-
-    def to_dict(self) -> dict:
-        return {"target": self.target, "version": self.version, "tag": self.tag, "commit": self.commit,
-                "status": self.status, "head": self.head, "location": self.location}
-
-
-def check_relpath(relpath: str, error_cls: type[RxcurateError] = PublishError) -> str:
-    """A repository path: relative, POSIX, no ``..``/``.git`` parts; returned normalised."""
-    p = PurePosixPath(relpath)
-    if not relpath or p.is_absolute() or any(part in ("..", ".git", "") for part in relpath.split("/")) \
-            or "\\" in relpath or "\n" in relpath:
-        raise error_cls(f"bad repository path {relpath!r}: use a relative POSIX path such as leaderboard/x.json")
-    return str(p)
-
-
 class LocalHub:
-    """A hub folder of bare git dataset repositories; read API for consumers, publish for releases."""
+    """A hub folder of bare git dataset repositories (a :class:`rxcurate.publish.hub.Hub`): read API for consumers,
+    publish for releases, the ``leaderboard`` branch for accepted submissions. Raises :class:`PublishError`."""
 
-    def __init__(self, path: str | os.PathLike[str], error_cls: type[RxcurateError] = PublishError) -> None:
+    scheme = "local"
+    needs_push = False  # a submission is recorded directly (on the leaderboard branch)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path).resolve()
-        self.error_cls = error_cls
+
+    def label(self, repo_id: str) -> str:
+        return f"local://{repo_id}"
 
     # ------------------------------------------------------------------------------------------ git plumbing
     def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -89,25 +81,25 @@ class LocalHub:
         return env
 
     def _git(self, repo: Path, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None,
-             check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+             check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
         cmd = ["git", f"--git-dir={repo}", *args]
         try:
             proc = subprocess.run(cmd, input=input, capture_output=True, env=self._env(env), cwd=cwd)
         except FileNotFoundError:
-            raise self.error_cls("the local hub needs the git command line tool: install git (>= 2.30)") from None
+            raise PublishError("the local hub needs the git command line tool: install git (>= 2.30)") from None
         if check and proc.returncode != 0:
             msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise self.error_cls(f"git {args[0]} failed in {repo}: {msg[-1] if msg else proc.returncode}")
+            raise PublishError(f"git {args[0]} failed in {repo}: {msg[-1] if msg else proc.returncode}")
         return proc
 
-    def _out(self, repo: Path, *args: str, **kw) -> str:
+    def _out(self, repo: Path, *args: str, **kw: Any) -> str:
         return self._git(repo, *args, **kw).stdout.decode("utf-8").strip()
 
     # ------------------------------------------------------------------------------------------ read API
     def repo_path(self, repo_id: str) -> Path:
         org, _, name = repo_id.partition("/")
         if not org or not name or "/" in name or org in ("..", ".") or name in ("..", "."):
-            raise self.error_cls(f"bad repository id {repo_id!r}: use <org>/<name> (e.g. rxcurate/rxrx3-core)")
+            raise PublishError(f"bad repository id {repo_id!r}: use <org>/<name> (e.g. rxcurate/rxrx3-core)")
         return self.root / "datasets" / org / name
 
     def exists(self, repo_id: str) -> bool:
@@ -117,7 +109,7 @@ class LocalHub:
         path = self.repo_path(repo_id)
         if not self.exists(repo_id):
             have = ", ".join(self.list_repos()) or "none"
-            raise self.error_cls(f"local://{repo_id} does not exist in the hub {self.root} (repositories: {have}); "
+            raise PublishError(f"local://{repo_id} does not exist in the hub {self.root} (repositories: {have}); "
                                  f"publish it first (rxcurate publish MANIFEST --to local://{repo_id}) or pass "
                                  f"--hub DIR")
         return path
@@ -132,25 +124,18 @@ class LocalHub:
     def list_versions(self, repo_id: str) -> list[str]:
         """Published versions (tags ``v<semver>``), oldest first."""
         repo = self._require(repo_id)
-        out = self._out(repo, "tag", "--list", "v*")
-        versions = []
-        for tag in out.splitlines():
-            try:
-                versions.append(parse_version(tag.strip(), self.error_cls))
-            except RxcurateError:
-                continue
-        return sorted(versions, key=semver_key)
+        return versions_of(t.strip() for t in self._out(repo, "tag", "--list", "v*").splitlines())
 
     def resolve_version(self, repo_id: str, version: str | None = "latest") -> str:
         """``latest``/None -> the newest published version; a semver must be published."""
         versions = self.list_versions(repo_id)
         if version in (None, "latest"):
             if not versions:
-                raise self.error_cls(f"local://{repo_id} has no published version yet: publish one first")
+                raise PublishError(f"local://{repo_id} has no published version yet: publish one first")
             return versions[-1]
-        v = parse_version(version, self.error_cls)
+        v = parse_version(version)
         if v not in versions:
-            raise self.error_cls(f"local://{repo_id} has no version {v} (published: {', '.join(versions) or 'none'}); "
+            raise PublishError(f"local://{repo_id} has no version {v} (published: {', '.join(versions) or 'none'}); "
                                  f"use one of them or @latest")
         return v
 
@@ -185,24 +170,24 @@ class LocalHub:
     def read_file(self, repo_id: str, version: str, relpath: str) -> bytes:
         """The bytes of one file of a version."""
         repo = self._require(repo_id)
-        rel = check_relpath(relpath, self.error_cls)
+        rel = check_relpath(relpath)
         rev = self._rev(repo_id, version)
         proc = self._git(repo, "cat-file", "blob", f"{rev}:{rel}", check=False)
         if proc.returncode != 0:
-            raise self.error_cls(f"local://{repo_id}@{rev.rsplit('/v', 1)[-1]} has no file {rel!r}; list the files "
+            raise PublishError(f"local://{repo_id}@{rev.rsplit('/v', 1)[-1]} has no file {rel!r}; list the files "
                                  f"with LocalHub.list_files (e.g. release.json, README.md)")
         return proc.stdout
 
     def copy_file(self, repo_id: str, version: str, relpath: str, dest: str | os.PathLike[str]) -> None:
         """Stream one file of a version into ``dest`` (overwritten) without holding it in memory."""
         repo = self._require(repo_id)
-        rel = check_relpath(relpath, self.error_cls)
+        rel = check_relpath(relpath)
         rev = self._rev(repo_id, version)
         with open(dest, "wb") as out:
             proc = subprocess.run(["git", f"--git-dir={repo}", "cat-file", "blob", f"{rev}:{rel}"], stdout=out,
                                   stderr=subprocess.PIPE, env=self._env())
         if proc.returncode != 0:
-            raise self.error_cls(f"local://{repo_id}@{rev.rsplit('/v', 1)[-1]} has no file {rel!r}")
+            raise PublishError(f"local://{repo_id}@{rev.rsplit('/v', 1)[-1]} has no file {rel!r}")
 
     def list_branch_files(self, repo_id: str, branch: str, prefix: str = "") -> list[str]:
         """Paths of the files on ``branch`` under ``prefix`` (empty when the branch does not exist)."""
@@ -215,7 +200,7 @@ class LocalHub:
     def read_branch_file(self, repo_id: str, branch: str, relpath: str) -> bytes | None:
         """The bytes of one file on ``branch``, or None when absent."""
         repo = self._require(repo_id)
-        return self._blob(repo, f"refs/heads/{branch}", check_relpath(relpath, self.error_cls))
+        return self._blob(repo, f"refs/heads/{branch}", check_relpath(relpath))
 
     def checkout(self, repo_id: str, version: str, dest: str | os.PathLike[str]) -> Path:
         """Write the tree of a version into ``dest`` (created; must be absent or empty). Returns ``dest``."""
@@ -223,20 +208,35 @@ class LocalHub:
         rev = self._rev(repo_id, version)
         dest = Path(dest)
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise self.error_cls(f"checkout destination {dest} is not empty: choose a new folder")
+            raise PublishError(f"checkout destination {dest} is not empty: choose a new folder")
+        label = f"local://{repo_id}@{rev.rsplit('/v', 1)[-1]}"
+        listing = self._git(repo, "ls-tree", "-r", "-z", "--full-tree", rev).stdout
+        odd = [e.partition(b"\t")[2].decode("utf-8", "replace") for e in listing.split(b"\0")
+               if e and not e.startswith((b"100644 ", b"100755 "))]
+        if odd:
+            raise PublishError(f"{label}: {odd[0]} is not a regular file in the repository (a symbolic link or a "
+                               f"submodule); a release holds regular files only: republish it from a folder of "
+                               f"regular files under a new version")
         dest.mkdir(parents=True, exist_ok=True)
+        if not listing:
+            return dest  # an empty tree (git archive would write an empty stream, which is no tar)
         proc = subprocess.Popen(["git", f"--git-dir={repo}", "archive", "--format=tar", rev], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=self._env())
         assert proc.stdout is not None
+        tar_error = ""
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
                 tar.extractall(dest, filter="data")
+        except (tarfile.TarError, OSError) as exc:  # a truncated stream (git died on a corrupt object)
+            tar_error = f"{type(exc).__name__}: {exc}"
         finally:
             proc.stdout.close()
             err = proc.stderr.read() if proc.stderr else b""
             code = proc.wait()
-        if code != 0:
-            raise self.error_cls(f"git archive failed for local://{repo_id} {rev}: {err.decode(errors='replace')}")
+        if code != 0 or tar_error:
+            lines = err.decode(errors="replace").strip().splitlines()
+            raise PublishError(f"git archive failed for {label} ({lines[-1] if lines else tar_error}): the repository "
+                               f"is damaged; check it with git --git-dir={repo} fsck")
         return dest
 
     # ------------------------------------------------------------------------------------------ writing
@@ -253,10 +253,11 @@ class LocalHub:
 
     def _ensure_repo(self, repo_id: str) -> Path:
         path = self.repo_path(repo_id)
+        self._remove_stale_temps(path)  # the caller holds the lock
         if (path / "HEAD").is_file():
             return path
         if path.exists():
-            raise self.error_cls(f"{path} exists but is not a git repository: move it away or choose another --hub")
+            raise PublishError(f"{path} exists but is not a git repository: move it away or choose another --hub")
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             self._git(tmp, "init", "--bare", "-q", "-b", BRANCH)
@@ -268,6 +269,16 @@ class LocalHub:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return path
+
+    @staticmethod
+    def _remove_stale_temps(path: Path) -> None:
+        """Remove ``.<name>.XXXXXXXX`` folders a killed :meth:`_ensure_repo` left beside ``path``. Called holding the
+        repository's lock, which every creator holds while its temp folder exists: any such folder is stale."""
+        prefix = f".{path.name}."
+        for p in path.parent.glob(f"{prefix}*"):
+            suffix = p.name[len(prefix):]
+            if TEMP_SUFFIX_RE.match(suffix) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
 
     def _build_tree(self, repo: Path, index: Path, folder: Path | None, files: Iterable[str],
                     carry_from: str | None, blobs: Mapping[str, bytes] | None = None) -> str:
@@ -304,7 +315,7 @@ class LocalHub:
         lines += ["prepare", "commit"]
         proc = self._git(repo, "update-ref", "--stdin", input=("\n".join(lines) + "\n").encode(), check=False)
         if proc.returncode != 0:
-            raise self.error_cls(f"{repo}: another publisher changed {', '.join(u[0] for u in updates)} meanwhile "
+            raise PublishError(f"{repo}: another publisher changed {', '.join(u[0] for u in updates)} meanwhile "
                                  f"(nothing was changed); rerun the command")
 
     def _diff(self, repo: Path, a: str, b: str) -> list[str]:
@@ -319,16 +330,17 @@ class LocalHub:
                 message: str | None = None) -> PublishResult:
         """Publish ``files`` (paths relative to ``folder``) as version ``version``: one commit on main + tag."""
         folder = Path(folder).resolve()
-        version = parse_version(version, self.error_cls)
+        version = parse_version(version)
         if version == "latest":
-            raise self.error_cls("publish needs a concrete version (e.g. 1.0.0), not latest")
-        names = [check_relpath(f, self.error_cls) for f in files]
+            raise PublishError("publish needs a concrete version (e.g. 1.0.0), not latest")
+        names = [check_relpath(f) for f in files]
         clash = [n for n in names if n.startswith(CARRIED_PREFIXES)]
         if clash:
-            raise self.error_cls(f"release files may not live under {CARRIED_PREFIXES[0]} (the leaderboard's "
+            raise PublishError(f"release files may not live under {CARRIED_PREFIXES[0]} (the leaderboard's "
                                  f"location): {clash[0]}")
         tag = version_tag(version)
         target = f"local://{repo_id}"
+        refuse_links(folder, names, target)  # git would store a link as a link (mode 120000), not the file's bytes
         with self._locked(repo_id):
             repo = self._ensure_repo(repo_id)
             head = self.head(repo_id)
@@ -339,7 +351,7 @@ class LocalHub:
                 return self._republish(repo, repo_id, version, tree, head, message)
             newer = [v for v in versions if semver_key(v) > semver_key(version)]
             if newer:
-                raise self.error_cls(f"{target}: version {version} is older than the published {newer[-1]}; versions "
+                raise PublishError(f"{target}: version {version} is older than the published {newer[-1]}; versions "
                                      f"only move forward: set version in the manifest above {versions[-1]}")
             commit = self._commit(repo, tree, head, message or f"Release {version}")
             tag_obj = self._out(repo, "mktag", input=(
@@ -364,14 +376,14 @@ class LocalHub:
         changed = self._changes(repo, tagged, tree)
         if set(changed) - {CARD}:
             shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-            raise self.error_cls(f"{target}: version {version} is already published with different content ({shown}); "
+            raise PublishError(f"{target}: version {version} is already published with different content ({shown}); "
                                  f"published versions are immutable: bump version in the manifest (e.g. "
                                  f"{bump_patch(version)}) and rebuild the card")
         head_carries = head is not None and not set(self._changes(repo, tagged, head)) - {CARD}
         if not head_carries:
             if not changed:
                 return PublishResult(target, version, tag, tagged, "unchanged", head, str(repo))
-            raise self.error_cls(f"{target}: the card of {version} can only be updated while it is the newest version "
+            raise PublishError(f"{target}: the card of {version} can only be updated while it is the newest version "
                                  f"on main; publish the new card with a new version instead")
         assert head is not None
         if not self._changes(repo, head, tree):
@@ -386,8 +398,8 @@ class LocalHub:
         The other files of the branch are kept. Returns the new commit id; raises when the branch moved meanwhile.
         """
         if not files:
-            raise self.error_cls("commit_files needs at least one file")
-        blobs = {check_relpath(k, self.error_cls): bytes(v) for k, v in files.items()}
+            raise PublishError("commit_files needs at least one file")
+        blobs = {check_relpath(k): bytes(v) for k, v in files.items()}
         with self._locked(repo_id):
             repo = self._require(repo_id)
             head = self.head(repo_id, branch)
@@ -405,22 +417,17 @@ class LocalHub:
             self._update_refs(repo, [(f"refs/heads/{branch}", commit, head)])
             return commit
 
+    # ------------------------------------------------------------------------------------------ leaderboard
+    def read_leaderboard(self, repo_id: str, prefix: str) -> dict[str, bytes]:
+        """The leaderboard entries (path -> bytes) under ``prefix`` on the ``leaderboard`` branch."""
+        out: dict[str, bytes] = {}
+        for path in self.list_branch_files(repo_id, LEADERBOARD_BRANCH, prefix):
+            data = self.read_branch_file(repo_id, LEADERBOARD_BRANCH, path)
+            if data is not None:
+                out[path] = data
+        return out
 
-def bump_patch(version: str) -> str:
-    major, minor, patch = version.split("-", 1)[0].split(".")
-    return f"{major}.{minor}.{int(patch) + 1}"
-
-
-def release_identity(raw: bytes | None) -> str | None:
-    """The part of release.json that identifies a release's content (files, card data hash, data version)."""
-    if raw is None:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    from rxcurate.io import canonical_hash
-
-    return canonical_hash({k: doc.get(k) for k in ("version", "data_version", "files", "card", "counts")})
+    def record_leaderboard(self, repo_id: str, files: Mapping[str, bytes], message: str) -> str:
+        """Commit leaderboard entries on the ``leaderboard`` branch (main and the tags are never touched)."""
+        commit = self.commit_files(repo_id, files, message, branch=LEADERBOARD_BRANCH)
+        return f"branch {LEADERBOARD_BRANCH} commit {commit[:12]}"

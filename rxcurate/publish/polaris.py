@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+import typing
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,13 +42,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rxcurate.errors import PublishError, RxcurateError
+from rxcurate.benchmarks.readers import read_compound_gene
+from rxcurate.errors import PublishError
 from rxcurate.io import atomic_write_json, read_json, sha256_file
+from rxcurate.layout import BENCHMARKS_DIR, POLARIS_DIR, POLARIS_INFO, POLARIS_TABLE, release_files
+from rxcurate.layout import POLARIS_BENCHMARK as BENCHMARK_JSON
 
-POLARIS_DIR = "polaris"
-BENCHMARK_JSON = "benchmark.json"
-TABLE = "table.parquet"
-INFO_JSON = "rxcurate.json"
+TABLE = POLARIS_TABLE
+INFO_JSON = POLARIS_INFO
 TASK = "compound-gene-activity"
 MAIN_METRIC = "pr_auc_per_compound"
 INPUT_COLS = ["treatment", "gene_symbol"]
@@ -102,8 +104,9 @@ def activity_pairs(truth: pd.DataFrame, compounds: list[str], genes: list[str], 
             continue
         negatives = sorted(rng.choice(candidates, size=n_neg, replace=False).tolist())
         measured = dict(zip(grp["gene_symbol"], grp["nM_value"], strict=True))
-        rows += [(compound, g, 1, float(v)) for g, v in zip(active["gene_symbol"], active["nM_value"], strict=True)]
-        rows += [(compound, g, 0, float(measured.get(g, np.nan))) for g in negatives]
+        rows += [(str(compound), str(g), 1, float(v))
+                 for g, v in zip(active["gene_symbol"], active["nM_value"], strict=True)]
+        rows += [(str(compound), str(g), 0, float(measured.get(g, np.nan))) for g in negatives]
     out = pd.DataFrame(rows, columns=["treatment", "gene_symbol", "active", "nM_value"])
     out["active"] = out["active"].astype(np.int64)
     return out.sort_values(["treatment", "gene_symbol"], kind="stable").reset_index(drop=True)
@@ -148,10 +151,10 @@ def build_artifacts(dest: str | os.PathLike[str], pairs: pd.DataFrame, *, name: 
     ds_name = slug(name, "-cga")
     bench_name = slug(name, "-cga-bench")
     with _quiet():
-        from polaris.benchmark import SingleTaskBenchmarkSpecification
-        from polaris.dataset import ColumnAnnotation, DatasetV1
-        from polaris.evaluate import Metric
-        from polaris.evaluate._metric import GroupedMetricConfig
+        from polaris.benchmark import SingleTaskBenchmarkSpecification  # heavy optional dependency (rxcurate[polaris])
+        from polaris.dataset import ColumnAnnotation, DatasetV1  # heavy optional dependency (rxcurate[polaris])
+        from polaris.evaluate import Metric  # heavy optional dependency (rxcurate[polaris])
+        from polaris.evaluate._metric import GroupedMetricConfig  # heavy optional dependency (rxcurate[polaris])
 
         table = pairs[["treatment", "gene_symbol", "active"]].reset_index(drop=True)
         annotations = {
@@ -204,9 +207,7 @@ def _polaris_license(license: str | None) -> str | None:
     """polaris-lib accepts a few SPDX ids (``SupportedLicenseType``, e.g. CC-BY-4.0); others are left out."""
     if not license:
         return None
-    import typing
-
-    from polaris.utils.types import SupportedLicenseType
+    from polaris.utils.types import SupportedLicenseType  # heavy optional dependency (rxcurate[polaris])
 
     candidate = license.upper()
     return candidate if candidate in typing.get_args(SupportedLicenseType) else None
@@ -222,7 +223,7 @@ class TaskInputs:
 
 
 def task_inputs(folder: Path, definition: dict[str, Any], results: dict[str, dict[str, Any]],
-                metadata: pd.DataFrame, error_cls: type[RxcurateError] = PublishError) -> TaskInputs:
+                metadata: pd.DataFrame) -> TaskInputs:
     """The truth file (found in the release by its sha256 from a result's provenance), compounds and genes."""
     truth_sha = None
     truth_name = None
@@ -233,10 +234,10 @@ def task_inputs(folder: Path, definition: dict[str, Any], results: dict[str, dic
         if truth_sha:
             break
     if not truth_sha:
-        raise error_cls(f"{TASK} results name no truth file: rerun rxcurate evaluate with --truth")
-    path = find_by_sha256(folder, truth_sha, prefix="benchmarks/")
+        raise PublishError(f"{TASK} results name no truth file: rerun rxcurate evaluate with --truth")
+    path = find_by_sha256(folder, truth_sha, prefix=f"{BENCHMARKS_DIR}/")
     if path is None:
-        raise error_cls(f"the {TASK} truth file {truth_name} (sha256 {truth_sha[:12]}...) is not in {folder}/"
+        raise PublishError(f"the {TASK} truth file {truth_name} (sha256 {truth_sha[:12]}...) is not in {folder}/"
                         f"benchmarks/: publish it with the release (rxcurate card MANIFEST --truth {truth_name})")
     cols = definition["columns"]
     ptypes = definition.get("perturbation_types", {"gene": ["CRISPR"], "compound": ["COMPOUND"]})
@@ -250,8 +251,6 @@ def task_inputs(folder: Path, definition: dict[str, Any], results: dict[str, dic
 
 
 def find_by_sha256(folder: Path, sha256: str, prefix: str = "") -> Path | None:
-    from rxcurate.release import release_files
-
     for rel in release_files(folder):
         if rel.startswith(prefix) and sha256_file(folder / rel) == sha256:
             return folder / rel
@@ -262,8 +261,6 @@ def build_for_release(folder: str | os.PathLike[str], *, name: str, description:
                       definition: dict[str, Any], results: dict[str, dict[str, Any]],
                       metadata: pd.DataFrame) -> dict[str, Any]:
     """Build ``<folder>/polaris/`` for the release's compound-gene-activity benchmark."""
-    from rxcurate.benchmarks.readers import read_compound_gene
-
     folder = Path(folder)
     inputs = task_inputs(folder, definition, results, metadata)
     truth = read_compound_gene(inputs.truth_path)
@@ -297,7 +294,7 @@ def load_benchmark(path: str | os.PathLike[str]):
         (Path(tmp) / ds_name).write_text(json.dumps(ds_doc), encoding="utf-8")
         doc["dataset"] = str(Path(tmp) / ds_name)
         (Path(tmp) / BENCHMARK_JSON).write_text(json.dumps(doc), encoding="utf-8")
-        import polaris as po
+        import polaris as po  # heavy optional dependency (rxcurate[polaris])
 
         bench_obj = po.load_benchmark(str(Path(tmp) / BENCHMARK_JSON))
         bench_obj.dataset.table  # noqa: B018 - load the table now, while the temp JSON exists
@@ -360,7 +357,7 @@ def credentials() -> str | None:
     if os.environ.get("POLARIS_USERNAME") and os.environ.get("POLARIS_PASSWORD"):
         return "POLARIS_USERNAME/POLARIS_PASSWORD"
     try:
-        from polaris.utils.constants import DEFAULT_CACHE_DIR
+        from polaris.utils.constants import DEFAULT_CACHE_DIR  # heavy optional dependency (rxcurate[polaris])
     except Exception:  # noqa: BLE001 - polaris-lib absent or broken: no credentials usable
         return None
     for name in ("hub_auth_token.json", "external_auth_token.json"):
@@ -400,12 +397,12 @@ def publish_polaris(folder: str | os.PathLike[str], owner: str, name: str, *,
             f"or benchmarks (the Polaris Hub removed it); share the artifacts with the dataset repository instead."),
             info)
     with _quiet():
-        from polaris.utils.errors import PolarisDeprecatedError
+        from polaris.utils.errors import PolarisDeprecatedError  # heavy optional dependency (rxcurate[polaris])
 
         bench = load_benchmark(where)
         try:
             if client is None:
-                from polaris.hub.client import PolarisHubClient
+                from polaris.hub.client import PolarisHubClient  # heavy optional dependency (rxcurate[polaris])
 
                 client = PolarisHubClient()
             client.upload_dataset(bench.dataset, owner=owner)

@@ -12,6 +12,7 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -19,14 +20,14 @@ import numpy as np
 from rxcurate.errors import SynthError
 from rxcurate.io import atomic_write_json, atomic_write_text
 from rxcurate.progress import progress
-from rxcurate.source import get_layout
+from rxcurate.source import SOURCE_METADATA, SYNTH_STAMP, get_layout, truth_relpath
 from rxcurate.synth.design import Design, rxrx1_design, rxrx3_design
 from rxcurate.synth.presets import RXRX1_PRESETS, RXRX3_PRESETS
 from rxcurate.synth.render import render_site
 
 __all__ = ["generate", "make_design", "PRESETS"]
 
-PRESETS = {"rxrx3": RXRX3_PRESETS, "rxrx1": RXRX1_PRESETS}
+PRESETS: dict[str, dict[str, Any]] = {"rxrx3": RXRX3_PRESETS, "rxrx1": RXRX1_PRESETS}
 PNG_LEVEL = 1  # fast zlib level: deterministic, and generation stays IO-light
 WELLS_PER_TASK = 16
 
@@ -86,12 +87,12 @@ def generate(
     try:
         md = design.metadata
         # float formatting: concentrations as written in RxRx3 (0.0025 ... 10.0), controls empty
-        atomic_write_text(tmp / "metadata.csv", md.to_csv(index=False, lineterminator="\n"))
+        atomic_write_text(tmp / SOURCE_METADATA, md.to_csv(index=False, lineterminator="\n"))
         for name, table in design.truth.items():
-            atomic_write_text(tmp / "truth" / f"{name}.csv", table.to_csv(index=False, lineterminator="\n"))
+            atomic_write_text(tmp / truth_relpath(name), table.to_csv(index=False, lineterminator="\n"))
         if design.phenotype is not None:
             _write_images(tmp, design, p, seed, layout, workers)
-        atomic_write_json(tmp / "synth.json", {"generator": "rxcurate synth", "layout": layout, "preset": preset,
+        atomic_write_json(tmp / SYNTH_STAMP, {"generator": "rxcurate synth", "layout": layout, "preset": preset,
                                                "seed": seed, "image_size": p.image_size})
         if out.exists():
             shutil.rmtree(out)
@@ -107,6 +108,8 @@ def _write_images(tmp: Path, design: Design, p, seed: int, layout: str, workers:
     md = design.metadata
     site = md["site"].to_numpy() if "site" in md else np.ones(len(md), dtype=np.int64)
     meta = list(zip(md[lay.experiment_col], md["plate"], md[lay.address_col], site, strict=True))
+    assert design.phenotype is not None and design.gain is not None and design.offset is not None \
+        and design.illum is not None, "make_design(..., images=True) fills the per-row image parameters"
     tasks = []
     for start in range(0, len(md), WELLS_PER_TASK):
         sl = slice(start, min(start + WELLS_PER_TASK, len(md)))

@@ -19,6 +19,8 @@ import pandas as pd
 from rxcurate.source import (
     ADDRESSES_384_INNER,
     ADDRESSES_1536,
+    COMPOUND_GENE,
+    RELATIONSHIPS,
     RXRX1_CELL_TYPES,
     RXRX1_COLUMNS,
     RXRX3_COLUMNS,
@@ -49,7 +51,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def _hill(conc_nm: np.ndarray, ic50_nm: np.ndarray, n: float = 1.2) -> np.ndarray:
+def _hill(conc_nm: np.ndarray, ic50_nm: np.ndarray | float, n: float = 1.2) -> np.ndarray:
     return conc_nm**n / (conc_nm**n + ic50_nm**n)
 
 
@@ -226,7 +228,7 @@ def rxrx3_design(preset: Rxrx3Preset, seed: int) -> Design:
     plate_idx = np.concatenate(plate_keys)[order_idx]
 
     design = Design("rxrx3", md, None, None, None, None,
-                    truth={"relationships": relationships, "compound_gene_interactions": cgi})
+                    truth={RELATIONSHIPS: relationships, COMPOUND_GENE: cgi})
     if want_pheno:
         phen = np.concatenate(phen_parts)[order_idx]
         phen = phen + rng.normal(scale=0.12, size=phen.shape)  # biological well-to-well variability

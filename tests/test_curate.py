@@ -1,4 +1,4 @@
-"""Phenotype-consistency curation (select.filters, rxcurate.phenostats) on synthetic RxRx3 screens with planted
+"""Phenotype-consistency curation (select.filters, rxcurate.curate) on synthetic RxRx3 screens with planted
 biology: genes in a module (truth/relationships.csv) have a phenotype, the other genes have none."""
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import yaml
 from typer.testing import CliRunner
 
 from rxcurate.cli import app, main
+from rxcurate.curate import keep_mask, replicate_consistency
 from rxcurate.errors import CompressError, ManifestError
 from rxcurate.io import sha256_file
+from rxcurate.layout import CANDIDATES, COMPARISON, CURATION, LOCK_META_KEY, PHENOSTATS, SOURCE_HINT, read_lockfile
 from rxcurate.manifest import load_manifest, parse_manifest
-from rxcurate.phenostats import CANDIDATES, COMPARISON, CURATION, PHENOSTATS, keep_mask, replicate_consistency
-from rxcurate.select import LOCK_META_KEY, SOURCE_HINT, read_lockfile, select
+from rxcurate.pipeline import run_select
+from rxcurate.select import select
 
 TINY = Path(__file__).resolve().parent / "data" / "manifests" / "tiny-rxrx3.yaml"
 # Every non-blinded knockout and every control of the gene experiment: the candidates.
@@ -61,7 +63,7 @@ def curated(tiny_rxrx3, tmp_path_factory) -> tuple[Path, Path]:
     """(manifest, workdir) of a filtered selection on the tiny screen."""
     base = tmp_path_factory.mktemp("curated")
     manifest = _write(base / "m.yaml", _raw())
-    select(load_manifest(manifest), source=tiny_rxrx3, workdir=base / "w")
+    run_select(load_manifest(manifest), source=tiny_rxrx3, workdir=base / "w")
     return manifest, base / "w"
 
 
@@ -102,7 +104,7 @@ def test_filter_keeps_planted_actives_and_drops_nulls_on_tiny(curated, tiny_rxrx
 def test_filter_is_deterministic_and_lockfile_has_no_machine_path(curated, tiny_rxrx3, tmp_path):
     manifest, work = curated
     again = tmp_path / "again"
-    select(load_manifest(manifest), source=tiny_rxrx3, workdir=again)
+    run_select(load_manifest(manifest), source=tiny_rxrx3, workdir=again)
     for name in (PHENOSTATS, "lockfile.parquet", CURATION):
         assert (again / name).read_bytes() == (work / name).read_bytes(), name
     data = (again / "lockfile.parquet").read_bytes()
@@ -210,7 +212,7 @@ def test_unknown_block_folder_is_named_and_writes_no_lockfile(curated, tiny_rxrx
     shutil.copytree(work / CANDIDATES, w / CANDIDATES)  # the candidates' stages are up to date: only the check runs
     manifest = _write(tmp_path / "m.yaml", _raw(embeddings="baseline/block08"))
     with pytest.raises(ManifestError, match=r"select\.filters\[0\]\.embeddings: block folder 'block08'"):
-        select(load_manifest(manifest), source=tiny_rxrx3, workdir=w)
+        run_select(load_manifest(manifest), source=tiny_rxrx3, workdir=w)
     assert not (w / "lockfile.parquet").exists() and not (w / PHENOSTATS).exists()
 
 
@@ -242,7 +244,7 @@ def test_bigger_screen_recovers_nearly_all_actives(tmp_path, monkeypatch):
     monkeypatch.setitem(PRESETS["rxrx3"], "tiny-curation", preset)
     source = generate(tmp_path / "src", layout="rxrx3", preset="tiny-curation", seed=0)
     manifest = _write(tmp_path / "m.yaml", _raw())
-    select(load_manifest(manifest), source=source, workdir=tmp_path / "w")
+    run_select(load_manifest(manifest), source=source, workdir=tmp_path / "w")
     stats = pd.read_parquet(tmp_path / "w" / PHENOSTATS)
     assert (stats["wells"] == 6).all()
     precision, recall, null_dropped = _scores(stats, source)

@@ -3,9 +3,11 @@
 Semantics (also in docs/curation.md):
 
 1. The manifest's SQL and samplers give the *candidate* wells. With ``select.filters`` present (rxrx3 layout),
-   :func:`curate` writes the candidates' lockfile to ``<workdir>/.candidates/`` and runs the real stages there:
-   ``compress`` (the manifest's transform) and ``embed`` (the manifest's embeddings entry each filter names). Both are
-   resumable and skip themselves when up to date, so a rerun after an interruption loses and repeats nothing.
+   ``select`` writes the candidates' lockfile to ``<workdir>/.candidates/`` and the pipeline
+   (:func:`rxcurate.pipeline.curate_candidates`) runs the real stages there: ``compress`` (the manifest's transform)
+   and ``embed`` (the manifest's embeddings entry each filter names). Both are resumable and skip themselves when up
+   to date, so a rerun after an interruption loses and repeats nothing. Then :func:`curate` (this stage) computes
+   the statistic from the candidates' embeddings and writes the curated lockfile into ``<workdir>``.
 2. Per perturbation (a gene over all its guides; a compound at each concentration) the statistic is computed from
    that embedding set. ``replicate_consistency`` is the perturbation-signal benchmark's consistency statistic
    (:func:`rxcurate.benchmarks.signal.signal_table`): the mean pairwise cosine of the perturbation's post-processed
@@ -27,7 +29,6 @@ Semantics (also in docs/curation.md):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,32 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rxcurate.errors import ManifestError
-from rxcurate.io import atomic_path, atomic_write_json, read_json, sha256_file
-from rxcurate.manifest import FilterSpec, Manifest, embedding_set_name, filter_embedding_entry
+from rxcurate.benchmarks import signal
+from rxcurate.benchmarks.definitions import definition_checksum, load_definition
+from rxcurate.benchmarks.inputs import build_map, corrected_features, prepare_wells
+from rxcurate.errors import LockfileError, ManifestError
+from rxcurate.io import atomic_path, atomic_write_json, sha256_file
+from rxcurate.layout import (
+    CANDIDATES,
+    COMPARISON,
+    CURATION,
+    LOCKFILE,
+    METADATA_PARQUET,
+    PHENOSTATS,
+    Lockfile,
+    content_hash,
+    embedding_set_name,
+    read_lockfile,
+    write_lockfile,
+    write_source_hint,
+)
+from rxcurate.manifest import FilterSpec, Manifest, filter_embedding_entry
+from rxcurate.progress import log
 
-PHENOSTATS = "phenostats.parquet"
-CURATION = "curation.json"
-COMPARISON = "curation_comparison.json"
-CANDIDATES = ".candidates"
-OUTPUTS = (PHENOSTATS, CURATION, COMPARISON)
 DEFINITION = "perturbation-signal"
+# Each filter statistic and the metric of the DEFINITION benchmark it is: a release curated on a statistic scores that
+# metric on the very perturbations the filter kept, so the card flags it (card.py reads curation.json's statistic).
+STAT_METRICS = {"replicate_consistency": "consistency"}
 CONTROLS = ("EMPTY_control", "CRISPR_control")
 STATS_SCHEMA = pa.schema([
     ("filter", pa.int32()), ("stat", pa.string()), ("embeddings", pa.string()), ("perturbation_type", pa.string()),
@@ -63,10 +80,6 @@ def replicate_consistency(embeddings: pd.DataFrame, metadata: pd.DataFrame, *, s
 
     The post-processing, null pool and p-values are those of the perturbation-signal benchmark, drawn with ``seed``.
     """
-    from rxcurate.benchmarks import signal
-    from rxcurate.benchmarks.definitions import load_definition
-    from rxcurate.benchmarks.inputs import build_map, corrected_features, prepare_wells
-
     defn = load_definition(definition)
     params = defn["parameters"]
     wells = prepare_wells(defn, embeddings, metadata)
@@ -166,16 +179,19 @@ def write_stats(dest: Path, tables: list[pd.DataFrame]) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def _embedding_path(manifest: Manifest, spec: FilterSpec, index: int, workdir: Path, source: Path) -> Path:
-    """Embed the candidates with the filter's manifest entry (resumable, up-to-date aware); the set's parquet."""
-    from rxcurate.embed import run_embed
-
+def filter_entry(manifest: Manifest, spec: FilterSpec, index: int) -> tuple[dict[str, Any], str | None]:
+    """The manifest ``embeddings`` entry a filter names, and its block folder (None: the final embeddings)."""
     found = filter_embedding_entry(manifest.embeddings, spec.embeddings)
     if found is None:  # parse_manifest checked this; a programmatic Manifest may not have been
         raise ManifestError(f"{manifest.path}: select.filters[{index}].embeddings: {spec.embeddings!r} is not an "
                             f"entry of the manifest's embeddings list")
-    entry, block = found
-    paths = run_embed(workdir, **embed_job(manifest, entry), device="auto")
+    return found
+
+
+def filter_embeddings(manifest: Manifest, spec: FilterSpec, index: int, paths: list[Path]) -> Path:
+    """Of the embedding sets ``paths`` that embed made for the filter's entry (final first, then its blocks), the
+    one the filter reads."""
+    entry, block = filter_entry(manifest, spec, index)
     if block is None:
         return paths[0]
     for p in paths[1:]:
@@ -187,33 +203,45 @@ def _embedding_path(manifest: Manifest, spec: FilterSpec, index: int, workdir: P
                         f"{embedding_set_name(str(entry['encoder']))}")
 
 
-def embed_job(manifest: Manifest, entry: dict[str, Any]) -> dict[str, Any]:
-    """``run_embed`` keywords of one manifest embeddings entry (see :func:`rxcurate.manifest.embed_job`)."""
-    from rxcurate.manifest import embed_job as job
+def curated_table(candidates: pa.Table, keep: np.ndarray) -> pa.Table:
+    """The candidate rows where ``keep``, with the column types select builds (lists of ``item``: the Arrow schema
+    stored in the Parquet file, hence the lockfile's bytes, are those of a lockfile select writes)."""
+    table = candidates.filter(pa.array(np.asarray(keep, dtype=bool)))
+    schema = pa.schema([pa.field(f.name, pa.list_(f.type.value_type) if pa.types.is_list(f.type) else f.type)
+                        for f in table.schema])
+    return table.cast(schema).combine_chunks()
 
-    return job(manifest, entry)
+
+def curation_current(workdir: Path, manifest: Manifest, candidates: Lockfile) -> dict[str, Any] | None:
+    """The ``curation`` record of ``<workdir>/lockfile.parquet`` when it was curated from these candidates with
+    these filters and its statistic table and report are unchanged; else None."""
+    try:
+        lock = read_lockfile(workdir, manifest)
+    except LockfileError:
+        return None
+    rec = lock.info.get("curation")
+    if not isinstance(rec, dict) or rec.get("candidates_content_hash") != candidates.content_hash \
+            or rec.get("filters") != [f.to_dict() for f in manifest.filters]:
+        return None
+    stats, report = workdir / PHENOSTATS, workdir / CURATION
+    if not stats.is_file() or not report.is_file() or sha256_file(stats) != rec.get("phenostats_sha256") \
+            or sha256_file(report) != rec.get("report_sha256"):
+        return None
+    return rec
 
 
-def curate(manifest: Manifest, source: Path, workdir: Path, table: pa.Table, info: dict[str, Any], *,
-           workers: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run the filters on the candidate lockfile ``table``/``info`` (rows sorted by well_id): compress and embed the
-    candidates in ``<workdir>/.candidates``, write ``phenostats.parquet`` and ``curation.json`` next to the lockfile.
-    Returns the keep mask (aligned with ``table``) and the ``curation`` record for the final lockfile."""
-    from rxcurate.benchmarks.definitions import definition_checksum, load_definition
-    from rxcurate.compress import compress
-    from rxcurate.progress import log
-    from rxcurate.select import LOCKFILE, write_lockfile, write_source_hint
-
+def curate(manifest: Manifest, workdir: Path, source: Path, embeddings: list[Path]) -> dict[str, Any]:
+    """Run the filters on the candidates of ``<workdir>/.candidates`` (compressed and embedded there; ``embeddings``
+    holds each filter's embedding set): write ``phenostats.parquet``, ``curation.json`` and the curated
+    ``lockfile.parquet`` into ``workdir``. Returns the ``curation`` record (also in the lockfile's metadata)."""
     cand = workdir / CANDIDATES
+    lock = read_lockfile(cand, manifest)
+    table, info = lock.table, {k: v for k, v in lock.info.items() if k != "source_root"}
     (workdir / COMPARISON).unlink(missing_ok=True)  # of other filters; rxcurate release writes it anew
-    write_lockfile(cand / LOCKFILE, table, info)
-    write_source_hint(cand, source)
-    compress(manifest, source=source, workdir=cand, workers=workers or min(os.cpu_count() or 1, 8))
-    metadata = pd.read_parquet(cand / "metadata.parquet")
+    metadata = pd.read_parquet(cand / METADATA_PARQUET)
     tables, null = [], []
-    for i, spec in enumerate(manifest.filters):
-        emb = pd.read_parquet(_embedding_path(manifest, spec, i, cand, source))
-        stats = replicate_consistency(emb, metadata, seed=spec.seed)
+    for i, (spec, path) in enumerate(zip(manifest.filters, embeddings, strict=True)):
+        stats = replicate_consistency(pd.read_parquet(path), metadata, seed=spec.seed)
         tables.append(filter_table(stats, spec, i))
         max_wells = int(stats["wells"].max()) if len(stats) else 0
         null.append({"filter": i, **stats.attrs["controls"], "max_wells": max_wells})
@@ -236,7 +264,8 @@ def curate(manifest: Manifest, source: Path, workdir: Path, table: pa.Table, inf
     defn = load_definition(DEFINITION)
     report = {
         "filters": [f.to_dict() for f in manifest.filters],
-        "statistic": {"benchmark": DEFINITION, "version": defn["version"], "checksum": definition_checksum(defn)},
+        "statistic": {"benchmark": DEFINITION, "version": defn["version"], "checksum": definition_checksum(defn),
+                      "metrics": sorted({STAT_METRICS[f.stat] for f in manifest.filters})},
         "phenostats": {"file": PHENOSTATS, "sha256": sha256_file(stats_path),
                        "rows": int(sum(len(t) for t in tables))},
         "candidates_content_hash": info["content_hash"],
@@ -251,7 +280,12 @@ def curate(manifest: Manifest, source: Path, workdir: Path, table: pa.Table, inf
     record = {"filters": report["filters"], "candidates_content_hash": info["content_hash"],
               "candidate_wells": w["candidates"], "kept_wells": w["kept"],
               "phenostats_sha256": report["phenostats"]["sha256"], "report_sha256": sha256_file(workdir / CURATION)}
-    return keep, record
+    kept = curated_table(table, keep)
+    info.update(content_hash=content_hash(kept), n_wells=kept.num_rows,
+                n_images=int(sum(len(k) for k in kept.column("keys").to_pylist())), curation=record)
+    write_lockfile(workdir / LOCKFILE, kept, info)
+    write_source_hint(workdir, source)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------------- comparison
@@ -263,44 +297,3 @@ def write_comparison(workdir: Path, embeddings: str, candidates: dict[str, Any],
                           for bid in sorted(set(candidates) | set(curated))}}
     atomic_write_json(workdir / COMPARISON, doc)
     return doc
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return "-" if v is None else str(v)
-
-
-def card_section(folder: Path) -> str | None:
-    """The card's curation section (None without ``phenostats.parquet``): filters, stats table, kept/dropped and the
-    before/after benchmarks."""
-    if not (folder / PHENOSTATS).is_file() or not (folder / CURATION).is_file():
-        return None
-    rep = read_json(folder / CURATION)
-    lines = ["### Phenotype-consistency curation", "",
-             "The selection above gave the candidate wells; the release keeps the controls and the perturbations "
-             "passing these filters (statistic: the `perturbation-signal` benchmark's replicate consistency p-value "
-             "against negative-control pseudo-perturbations; a perturbation is a gene over its guides or a compound "
-             "at one concentration).", "",
-             "| stat | embeddings | p below | applies to | keep controls | seed |", "|---|---|---|---|---|---|"]
-    for f in rep["filters"]:
-        lines.append(f"| {f['stat']} | `{f['embeddings']}` | {f['p_below']} | {', '.join(f['apply_to'])} | "
-                     f"{str(f['keep_controls']).lower()} | {f['seed']} |")
-    ph = rep["phenostats"]
-    lines += ["", f"Statistic table: [`{PHENOSTATS}`]({PHENOSTATS}) ({ph['rows']:,} rows, sha256 "
-              f"`{ph['sha256'][:16]}`); report: [`{CURATION}`]({CURATION}). Wells kept: {rep['wells']['kept']:,} of "
-              f"{rep['wells']['candidates']:,}.", "",
-              "| type | perturbations kept | dropped | wells kept | dropped |", "|---|---|---|---|---|"]
-    for t, v in rep["by_perturbation_type"].items():
-        lines.append(f"| {t} | {v['perturbations']['kept']} | {v['perturbations']['dropped']} | {v['wells']['kept']} | "
-                     f"{v['wells']['dropped']} |")
-    if (folder / COMPARISON).is_file():
-        comp = read_json(folder / COMPARISON)
-        lines += ["", f"Release benchmarks before (candidates) and after (curated) the filter, `{comp['embeddings']}` "
-                  f"embeddings ([`{COMPARISON}`]({COMPARISON})):", "",
-                  "| benchmark | metric | candidates | curated |", "|---|---|---|---|"]
-        for bid, pair in comp["benchmarks"].items():
-            before, after = pair.get("candidates") or {}, pair.get("curated") or {}
-            for metric in sorted(set(before) | set(after)):
-                lines.append(f"| {bid} | {metric} | {_fmt(before.get(metric))} | {_fmt(after.get(metric))} |")
-    return "\n".join(lines) + "\n"
