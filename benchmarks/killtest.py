@@ -23,11 +23,14 @@ On the tiny synthetic RxRx3 screen (``rxcurate synth --preset tiny``) and ``test
 compress/embed kills are aimed at the work: the script waits until the process holds its stage lock
 (``/proc/<pid>/fd``: ``.compress-state/lock``, ``.embed-state/<encoder>/lock``), then kills after a delay uniform in
 [0, the clean run's work time]; with probability ``--anywhere`` a kill lands anywhere in [0, the clean run's total
-time]. publish kills: round ``r``'s first kill takes the target ``r`` of the list ``validate`` (a moment before the
-hub is touched: the pre-publish validation), ``anywhere``, then every git subprocess of the clean publish in order
-(``init``, ``config``, ``rev-parse``, ``read-tree``, ``update-index``, ``write-tree``, ``tag``, ``commit-tree``,
-``mktag``, ``update-ref`` ...): the script polls the session's processes and kills when that git child appears, after
-a delay uniform in [0, its traced duration]; rekills take a random target. Each kill records where it landed (phase,
+time]. publish kills go through a git shim put first on the publish's PATH (it logs every git subcommand and, at
+the target step, SIGKILLs its own process group: the publish and its git). Round ``r``'s first kill takes target
+``r`` of the list: ``validate`` (a moment before the hub is touched: the pre-publish validation), ``anywhere`` (any
+moment of a clean publish), before the first git step, then during (after a delay uniform in [0, its traced
+duration]) and after each git subprocess of the clean publish in order (``init``, ``config``, ``rev-parse``,
+``read-tree``, ``update-index``, ``write-tree``, ``tag``, ``commit-tree``, ``mktag``, ``update-ref``), and
+``update-ref`` between its transaction's ``prepare`` and ``commit`` (git holds the ref locks); rekills take a random
+target (``--publish-targets`` restricts the first ones). Each kill records where it landed (phase,
 what was checkpointed, the hub's state). Per stage the result holds kills, rows lost/duplicated, identical rounds,
 load average before/after and CPU seconds of reaped children. Writes ``benchmarks/results/killtest.json``; exits 1
 when any check fails or there were fewer than ``--min-kills`` kills in total.
@@ -164,13 +167,12 @@ def git_children(sid: int) -> dict[int, str]:
 
 GIT_SHIM = r"""#!/bin/sh
 # benchmarks/killtest.py's git shim: logs each git subcommand; at the target step it SIGKILLs its process group
-# (rxcurate publish and its children) before, during (after a delay, or once git holds a ref lock) or after the
-# real git.
+# (rxcurate publish and its children) before, during (after a delay) or after the real git, or (update-ref)
+# between its transaction's prepare and commit, while git holds the ref locks.
 sub=
 dir=
 for a in "$@"; do case "$a" in --git-dir=*) dir=${a#--git-dir=} ;; -*) ;; *) sub=$a; break ;; esac; done
 held() { [ -e "$dir/refs/heads/main.lock" ] || [ -e "$dir/HEAD.lock" ]; }  # git holds main's ref lock
-running() { read -r st < "/proc/$1/stat" 2>/dev/null || return 1; case "$st" in *") Z "*) return 1 ;; esac; }
 echo "$sub" >> "$KILLTEST_GIT_LOG"
 if [ -n "$KILLTEST_GIT_TIMES" ]; then
   t0=$(date +%s.%N); "$KILLTEST_REAL_GIT" "$@"; rc=$?
@@ -186,10 +188,14 @@ if [ "$sub:$(grep -cxF -- "$sub" "$KILLTEST_GIT_LOG")" = "$KILLTEST_GIT_TARGET" 
             if [ -n "$st" ] && [ "$st" != Z ]; then echo running; else echo finished; fi > "$KILLTEST_GIT_LOG.kill"
             kill -KILL 0 ;;
     after) "$KILLTEST_REAL_GIT" "$@"; kill -KILL 0 ;;
-    locked) "$KILLTEST_REAL_GIT" "$@" <&3 3<&- &
-            g=$!
-            while running $g && ! held; do :; done
-            if held; then echo locks-held; else echo finished; fi > "$KILLTEST_GIT_LOG.kill"
+    prepared)  # update-ref --stdin: pass the transaction up to "prepare", wait until git holds its ref locks
+            rm -f "$KILLTEST_GIT_LOG.in" "$KILLTEST_GIT_LOG.out"
+            mkfifo "$KILLTEST_GIT_LOG.in" "$KILLTEST_GIT_LOG.out"
+            "$KILLTEST_REAL_GIT" "$@" < "$KILLTEST_GIT_LOG.in" > "$KILLTEST_GIT_LOG.out" &
+            exec 4> "$KILLTEST_GIT_LOG.in" 5< "$KILLTEST_GIT_LOG.out"
+            while read -r line; do [ "$line" = commit ] && break; echo "$line" >&4; done
+            while read -r line <&5; do [ "$line" = "prepare: ok" ] && break; done
+            if held; then echo locks-held; else echo no-locks; fi > "$KILLTEST_GIT_LOG.kill"
             kill -KILL 0 ;;
   esac
 fi
@@ -594,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=8, help="rounds of compress and of embed (each has >= 1 kill)")
     ap.add_argument("--publish-rounds", type=int, default=0,
                     help="rounds of publish; 0: one per kill target (validate, anywhere, before the first git step, "
-                         "during and after each git step of the clean publish, update-ref holding its ref locks), "
+                         "during and after each git step of the clean publish, update-ref between prepare and commit), "
                          "at least --rounds")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill-time RNG")
     ap.add_argument("--max-kills", type=int, default=3, help="most kills in one round")
@@ -604,12 +610,13 @@ def main(argv: list[str] | None = None) -> int:
                          "instead of the work")
     ap.add_argument("--publish-targets", default="",
                     help="publish: comma-separated names the first kill targets are restricted to (e.g. "
-                         "update-ref,validate); rekills still take any target; default: all")
+                         "update-ref,validate); rekills still take any target; empty: all")
     ap.add_argument("--compress-workers", type=int, default=1, help="rxcurate compress --workers")
     ap.add_argument("--embed-workers", type=int, default=0, help="rxcurate embed --num-workers")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     ap.add_argument("--min-kills", type=int, default=20, help="fail unless the stages had at least this many kills")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "killtest.json")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "killtest.json",
+                    help="result JSON")
     args = ap.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
     if any(s not in STAGES for s in stages) or args.rounds < 1 or args.publish_rounds < 0:
@@ -653,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = trace["steps"]
         targets: list[list[Any]] = [[t, 0, "", 0.0] for t in TIME_TARGETS] + [[*steps[0][:2], "before", 0.0]] + [
             [sub, occ, mode, dur] for sub, occ, dur in steps for mode in ("during", "after")] + [
-            [sub, occ, "locked", dur] for sub, occ, dur in steps if sub == "update-ref"]
+            [sub, occ, "prepared", dur] for sub, occ, dur in steps if sub == "update-ref"]
         wanted = [t for t in args.publish_targets.split(",") if t]
         firsts = [t for t in targets if not wanted or t[0] in wanted] or targets
         for stage in stages:

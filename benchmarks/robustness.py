@@ -67,7 +67,7 @@ from rxcurate import __version__  # noqa: E402
 from rxcurate.card import PROSE_END, PROSE_START  # noqa: E402
 from rxcurate.cli import main  # noqa: E402
 from rxcurate.io import atomic_write_json  # noqa: E402
-from rxcurate.layout import LOCKFILE, RELEASE_JSON, SELECT_STATE  # noqa: E402
+from rxcurate.layout import CARD, LOCKFILE, RELEASE_JSON, SELECT_STATE, SOURCE_HINT  # noqa: E402
 
 BENCH = "gene-gene-recall"
 MIN_COUNTS = {"manifests": 200, "submissions": 100, "sql": 100, "flips": 100}
@@ -204,7 +204,7 @@ class ManifestRunner:
             new = files_under(case) - {"m.yaml"}
         if r.code == 0 and r.crash is None:
             state = {p for p in new if p == f"w/{SELECT_STATE}" or p.startswith(f"w/{SELECT_STATE}/")}  # its lock
-            ok = new - state == {"w", f"w/{LOCKFILE}", "w/.source.json"} and "Traceback" not in r.out + r.err
+            ok = new - state == {"w", f"w/{LOCKFILE}", f"w/{SOURCE_HINT}"} and "Traceback" not in r.out + r.err
             return Outcome("accepted") if ok else Outcome("side_effect", f"exit 0 but wrote {sorted(new)}")
         bad = clean_error(r)
         if bad is not None:
@@ -326,22 +326,45 @@ WHERE_INJECTIONS = [
 NO_SAMPLERS = "<no samplers>"
 
 
-def sql_cases() -> list[tuple[str, str | None, str | None]]:
-    """(name, select.sql or None, sampler[0].where or None or NO_SAMPLERS); every case must be refused."""
-    cases: list[tuple[str, str | None, str | None]] = []
+@dataclass(frozen=True)
+class SqlCase:
+    """An attack on select.sql (``sql``) or on sampler 0's where (``where``; NO_SAMPLERS: no samplers at all); the
+    error must name the field and contain one of ``expect``."""
+
+    name: str
+    sql: str | None
+    where: str | None
+    expect: tuple[str, ...]
+
+    @property
+    def field(self) -> str:
+        return "select.sample[0].where" if self.sql is None else "select.sql"
+
+
+REFUSED = ("must be a SELECT statement", "exactly one SELECT statement", "should be non-empty")
+NO_FILES = ("tried to access a file", "does not exist")
+
+
+def sql_cases() -> list[SqlCase]:
+    """Every case must be refused: exit 2, one error line naming the field, no lockfile."""
+    cases: list[SqlCase] = []
     for fn in VOLATILE:
-        cases += _volatile_positions(fn)
-    cases += [(f"nondeterministic (hostile_select): {sql}", sql, None) for sql, _ in NONDETERMINISTIC]
-    cases += [(f"sampling: {sql}", sql, None) for sql in SAMPLING]
-    cases += [(f"forbidden: {sql!r}", sql, None) for sql in FORBIDDEN]
+        cases += [SqlCase(n, sql, where, (fn,)) for n, sql, where in _volatile_positions(fn)]
+    cases += [SqlCase(f"nondeterministic (hostile_select): {sql}", sql, None, (name,))
+              for sql, name in NONDETERMINISTIC]
+    cases += [SqlCase(f"sampling: {sql}", sql, None, ("SAMPLE",)) for sql in SAMPLING]
+    cases += [SqlCase(f"forbidden: {sql!r}", sql, None, REFUSED) for sql in FORBIDDEN]
     for reader in FILE_READERS:
-        cases += [(f"{reader} in from", f"SELECT * FROM {reader}", None),
-                  (f"{reader} in where", f"SELECT well_id FROM wells WHERE EXISTS (SELECT * FROM {reader})", None),
-                  (f"{reader} in a sampler where", None, f"EXISTS (SELECT * FROM {reader})")]
-    cases += [(f"well_id shape: {sql[:60]}", sql, None) for sql in WELL_ID_SHAPES]
-    cases += [(f"sampler where injection: {w!r}", None, w) for w in WHERE_INJECTIONS]
-    cases += [("empty selection, no samplers", "SELECT well_id FROM wells WHERE 1 = 0", NO_SAMPLERS),
-              ("NULL well_id, no samplers", "SELECT NULL::VARCHAR AS well_id FROM wells", NO_SAMPLERS)]
+        cases += [SqlCase(f"{reader} in from", f"SELECT * FROM {reader}", None, NO_FILES),
+                  SqlCase(f"{reader} in where", f"SELECT well_id FROM wells WHERE EXISTS (SELECT * FROM {reader})",
+                          None, NO_FILES),
+                  SqlCase(f"{reader} in a sampler where", None, f"EXISTS (SELECT * FROM {reader})", NO_FILES)]
+    cases += [SqlCase(f"well_id shape: {sql[:60]}", sql, None, ("",)) for sql in WELL_ID_SHAPES]
+    cases += [SqlCase(f"sampler where injection: {w!r}", None, w, ("",)) for w in WHERE_INJECTIONS]
+    cases += [SqlCase("empty selection, no samplers", "SELECT well_id FROM wells WHERE 1 = 0", NO_SAMPLERS,
+                      ("the selection is empty",)),
+              SqlCase("NULL well_id, no samplers", "SELECT NULL::VARCHAR AS well_id FROM wells", NO_SAMPLERS,
+                      ("not wells of the source",))]
     return cases
 
 
@@ -363,15 +386,18 @@ class SqlRunner:
     def __init__(self, source: Path, prior: Path | None = None) -> None:
         self.source, self.prior = source, prior
 
-    def __call__(self, case: tuple[str | None, str | None]) -> Outcome:
-        sql, where = case
+    def __call__(self, case: SqlCase) -> Outcome:
         with case_folder() as folder:
             m = folder / "m.yaml"
-            m.write_text(sql_manifest(sql, where))
+            m.write_text(sql_manifest(case.sql, case.where))
             r = run_cli(["select", str(m), "--source", str(self.source), "--workdir", str(folder / "w")])
             bad = clean_error(r)
             if bad is not None:
                 return bad
+            named = case.where == NO_SAMPLERS or case.field in r.err
+            if not named or not any(e in r.err for e in case.expect):
+                return Outcome("wrong_exit", f"the error does not name {case.field} and one of {case.expect}: "
+                                             f"{r.err[:400]!r}")
             if (folder / "w" / LOCKFILE).exists() or (folder / "leak.csv").exists():
                 return Outcome("side_effect", "a lockfile (or leak.csv) was written")
             if self.prior is not None:
@@ -579,9 +605,9 @@ def flip_cases(folder: Path, total: int = 150, seed: int = 0, prose: int = 6) ->
         size = sizes[rel]
         offsets = [0, size - 1] + [rng.randrange(size) for _ in range(per[rel] - 2)]  # the edges too
         flips += [Flip(rel, off, rng.randrange(1, 256)) for off in offsets]
-    card = folder / "README.md"
+    card = folder / CARD
     inside = [o for a, b in prose_ranges(card.read_bytes()) for o in range(a, b)] if card.is_file() else []
-    flips += [Flip("README.md", off, rng.randrange(1, 256)) for off in rng.sample(inside, min(prose, len(inside)))]
+    flips += [Flip(CARD, off, rng.randrange(1, 256)) for off in rng.sample(inside, min(prose, len(inside)))]
     return flips
 
 
@@ -591,7 +617,7 @@ def flip_kind(folder: Path, f: Flip) -> str:
     if f.rel == RELEASE_JSON:
         return "release.json"
     data = (folder / f.rel).read_bytes()
-    if f.rel == "README.md" and any(a <= f.offset < b for a, b in prose_ranges(data)):
+    if f.rel == CARD and any(a <= f.offset < b for a, b in prose_ranges(data)):
         flipped = bytearray(data)
         flipped[f.offset] ^= f.mask
         try:
@@ -771,8 +797,8 @@ def main_script() -> int:
         emb, cache = submit_env(hub, checkout, base)
         setup_s = round(time.perf_counter() - setup, 2)
         corpora["manifests"] = run_corpus(manifest_cases(args.seed), ManifestRunner(source))
-        corpora["sql"] = run_corpus([(n, (s, w)) for n, s, w in sql_cases()], SqlRunner(source))
-        corpora["sql_existing_lockfile"] = run_corpus([(n, (s, w)) for n, s, w in sql_cases()[::5]],
+        corpora["sql"] = run_corpus([(c.name, c) for c in sql_cases()], SqlRunner(source))
+        corpora["sql_existing_lockfile"] = run_corpus([(c.name, c) for c in sql_cases()[::5]],
                                                       SqlRunner(source, prior))
         corpora["submissions"] = run_corpus(submission_cases(), SubmissionRunner(hub, cache, emb))
         flips = flip_cases(checkout, args.flips, args.seed)

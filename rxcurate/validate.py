@@ -418,7 +418,7 @@ def _check_images(folder: Path, release: Release, shards: _Shards, rep: Validati
                 checked += 1
                 data = cell.get("bytes") if isinstance(cell, dict) else cell
                 try:
-                    img = imagecodecs.jpeg2k_decode(data)
+                    img = imagecodecs.jpeg2k_decode(data or b"")
                 except Exception as exc:  # noqa: BLE001 - codec errors of many types
                     bad += 1
                     if bad <= MAX_EXAMPLES:
@@ -692,7 +692,7 @@ def _check_benchmarks(folder: Path, release: Release, rep: ValidationReport, rer
                 else:
                     rep.add("benchmarks", rrel, True, f"{rrel}: schema valid (re-run skipped)")
                 continue
-            problems = rerun_result(folder, files, folder / drel, published)
+            problems = rerun_result(folder, files, folder / str(drel), published)
             if problems:
                 rep.fail("benchmarks", rrel, f"does not reproduce: {'; '.join(problems[:MAX_EXAMPLES])}"
                                              + (f" (and {len(problems) - MAX_EXAMPLES} more)"
@@ -760,7 +760,12 @@ def _check_card(folder: Path, release: Release, metadata: pd.DataFrame | None, s
     if not path.is_file():
         rep.fail("card", CARD, "missing (the dataset card)")
         return
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        rep.fail("card", CARD, f"is not UTF-8 text (byte {exc.start}): the card was corrupted; regenerate it with "
+                               "rxcurate card")
+        return
     try:
         meta, body = split_card(text)
         validate_schema(meta, "card", ReleaseValidationError, f"{CARD} front matter")

@@ -13,7 +13,7 @@ from rxcurate.errors import BenchmarkError
 from rxcurate.schemas import schema_path
 
 SHIPPED = ["compound-gene-activity", "compound-gene-activity-tvn", "gene-gene-recall", "gene-gene-recall-tvn",
-           "perturbation-signal", "rxrx1-batch-generalisation"]
+           "perturbation-signal", "rxrx1-batch-generalisation", "rxrx1-wilds"]
 
 
 def test_shipped_definitions_are_listed_and_valid():

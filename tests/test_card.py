@@ -198,3 +198,31 @@ def test_cli_card_bad_input_is_one_line_exit_2(built, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "rxcurate select" in err
+
+
+def test_each_result_says_its_protocol_and_comparability(built):
+    text = (built[1] / "README.md").read_text()
+    for bid in ("gene-gene-recall", "compound-gene-activity"):
+        at = text.index(f"### {bid}: ")
+        section = text[at: text.index("\n### ", at + 4)]
+        assert "Protocol: RxRx3-core notebook" in section and "Comparable with published figures: yes." in section
+    at = text.index("### perturbation-signal: ")
+    assert "Comparable with published figures: no. Differences: " in text[at: at + 3000]
+
+
+def test_card_flags_benchmarks_on_the_statistic_the_release_was_curated_on(built, release):
+    from rxcurate.layout import CURATION
+
+    (release / CURATION).write_text(json.dumps({
+        "filters": [{"stat": "replicate_consistency", "embeddings": "baseline", "p_below": 0.01,
+                     "apply_to": ["CRISPR"], "keep_controls": True, "seed": 0}],
+        "statistic": {"benchmark": "perturbation-signal", "metrics": ["consistency"]},
+    }))
+    assemble(load_manifest(built[0]), release)
+    text = (release / "README.md").read_text()
+    at = text.index("### perturbation-signal: ")
+    ps = text[at: text.index("\n## ", at)]
+    assert "**Curation flag:**" in ps and "`consistency`" in ps and "`replicate_consistency` on `baseline`" in ps
+    at = text.index("### gene-gene-recall: ")
+    ggr = text[at: text.index("\n### ", at + 4)]
+    assert "**Curation flag:**" not in ggr and "only perturbations that passed `select.filters`" in ggr

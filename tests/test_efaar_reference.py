@@ -96,6 +96,19 @@ def test_recall_genes_only_map_equals_reference():
     _check_recall(res, _reference_recall(genes, x, data_dir, SOURCES))
 
 
+def test_recall_with_many_tied_similarities_equals_reference():
+    """Features from a tiny integer grid: most cosine similarities tie, so queries sit exactly on the null's
+    percentile boundaries and the tie rules (right rank <= lower, left rank >= upper) decide the recall."""
+    data_dir = _annotations()
+    genes = _real_genes(300, seed=6)
+    rng = np.random.default_rng(7)
+    x = rng.integers(-1, 2, size=(len(genes), 3)).astype(float)
+    x[np.abs(x).sum(axis=1) == 0] = [1.0, 0.0, 0.0]  # no zero rows: cosine needs a direction
+    truth = {s: data_dir / f"{s}.txt" for s in SOURCES}
+    res = evaluate_map("gene-gene-recall", _frame(genes, np.nan, x), truth)
+    _check_recall(res, _reference_recall(genes, x, data_dir, SOURCES))
+
+
 def test_recall_map_with_compounds_and_controls_equals_reference():
     """The notebook passes the whole map (genes + compound x concentration rows + CRISPR controls) to
     known_relationship_benchmark: its null is all pairs of map rows, and so is the default definition's."""

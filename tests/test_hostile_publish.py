@@ -109,6 +109,38 @@ def test_stale_repository_temp_folder_is_removed_on_the_next_run(built, tmp_path
     assert not stale.exists()
 
 
+def test_stale_ref_locks_and_index_folders_of_a_killed_publish_do_not_block_the_next(built, tmp_path):
+    """A publish killed inside `git update-ref --stdin` (between prepare and commit) leaves HEAD.lock and
+    <ref>.lock; one killed while building its tree leaves a temporary index folder. The next publish, holding the
+    repository lock, clears both and publishes."""
+    hub = tmp_path / "hub"
+    repo = LocalHub(hub).repo_path(REPO_ID)
+    repo.mkdir(parents=True)
+    subprocess.run(["git", "init", "--bare", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "HEAD.lock").write_text("")
+    (repo / "refs" / "heads" / "main.lock").write_text("")
+    (repo / "refs" / "tags").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "tags" / "v0.1.0.lock").write_text("")
+    index = repo / "rxcurate-index-k1ll3d"
+    index.mkdir()
+    (index / "index").write_bytes(b"stale")
+    res = publish(built[1], "local", hub=hub)
+    assert res["status"] == "published"
+    assert not index.exists()
+    assert not any(repo.rglob("*.lock"))
+    assert LocalHub(hub).list_versions(REPO_ID) == ["0.1.0"]
+
+
+def test_a_new_hub_repository_honours_the_umask(built, tmp_path):
+    old = os.umask(0o022)
+    try:
+        publish(built[1], "local", hub=tmp_path / "hub")
+    finally:
+        os.umask(old)
+    repo = LocalHub(tmp_path / "hub").repo_path(REPO_ID)
+    assert repo.stat().st_mode & 0o777 == 0o755
+
+
 # ------------------------------------------------------------------------------------------------ tokens
 @pytest.mark.parametrize("suffix", ["\n", "\r\n", "  \t"])
 def test_token_with_whitespace_is_stripped_and_never_shown(monkeypatch, suffix):

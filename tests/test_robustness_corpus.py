@@ -28,10 +28,6 @@ OUTCOMES: dict[str, list[str]] = {"manifests": []}
 # Cases that still fail when this file was written (fixes belong to rxcurate/consume/submit.py); strict: a fix
 # turns them into an XPASS failure, and then the mark goes.
 SUBMISSION_XFAIL = {
-    "well_id huge": "submit's error repeats a 1,000,000-character well_id in full (1 MB error line; issue 16: "
-                    "error messages bounded in size)",
-    "features huge": "features of +-1e308 print numpy RuntimeWarnings (overflow) on stderr and are called an "
-                     "'all-zero feature vector' (issue 16: scale)",
 }
 
 
@@ -61,7 +57,7 @@ def test_the_corpora_are_large_enough():
     assert len(SQL) >= R.MIN_COUNTS["sql"]
     assert len(SUBMISSIONS) >= R.MIN_COUNTS["submissions"]
     assert len({n for n, _ in MANIFESTS}) == len(MANIFESTS)
-    assert len({n for n, _, _ in SQL}) == len(SQL)
+    assert len({c.name for c in SQL}) == len(SQL)
     assert len({n for n, _ in SUBMISSIONS}) == len(SUBMISSIONS)
 
 
@@ -82,17 +78,15 @@ def test_at_least_200_manifests_were_refused():
 
 
 # ---------------------------------------------------------------------------------------------------------- SQL
-@pytest.mark.parametrize("case", range(len(SQL)), ids=[n for n, _, _ in SQL])
+@pytest.mark.parametrize("case", range(len(SQL)), ids=[c.name for c in SQL])
 def test_sql_attack_is_refused(env, case):
-    _, sql, where = SQL[case]
-    _ok(R.SqlRunner(env["source"])((sql, where)), "clean")
+    _ok(R.SqlRunner(env["source"])(SQL[case]), "clean")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", range(0, len(SQL), 5), ids=[n for n, _, _ in SQL[::5]])
+@pytest.mark.parametrize("case", range(0, len(SQL), 5), ids=[c.name for c in SQL[::5]])
 def test_sql_attack_leaves_an_existing_lockfile_unchanged(env, case):
-    _, sql, where = SQL[case]
-    _ok(R.SqlRunner(env["source"], env["prior"])((sql, where)), "clean")
+    _ok(R.SqlRunner(env["source"], env["prior"])(SQL[case]), "clean")
 
 
 # -------------------------------------------------------------------------------------------------- submissions
@@ -139,9 +133,6 @@ def _run_flips(folder: Path, flips: list[R.Flip]) -> list[str]:
     return problems
 
 
-@pytest.mark.xfail(strict=True, reason="validate accepts a README.md whose prose block is no longer UTF-8 "
-                   "(e.g. README.md@17997^0x99 in the citation block); a maintainer's prose edit is fine, bytes "
-                   "that are not text are not")
 def test_flips_inside_card_prose_are_valid_text_edits_or_caught(env):
     folder = env["checkout"]
     before = _digests(folder)

@@ -116,7 +116,7 @@ def wilds_probe(
     experiments, accuracy on the in-distribution test (site ``id_test_site`` of the training experiments), the
     OOD-validation and the OOD-test experiments (every site)."""
     w = params["wilds"]
-    in_train = isin(dataset, params["train"])
+    in_train = isin(dataset, [*params["train"], "id_test"])  # WILDS' metadata.csv labels site 2 rows id_test
     val_exps = wilds_ood_val(experiment, cell_type, dataset, params)
     is_val = isin(experiment, val_exps)
     masks = {

@@ -239,3 +239,48 @@ def map_from_frame(defn: dict[str, Any], frame: pd.DataFrame) -> PerturbationMap
     order = np.lexsort((key["c"].to_numpy(), pert.astype(str)))
     kinds = np.where(np.isnan(conc), "gene", "compound").astype(object)
     return PerturbationMap(pert[order], conc[order], kinds[order], x[order])
+
+
+@dataclass
+class Sites:
+    """Aligned image-level (per-site) inputs of RxRx1, sorted by well id and site."""
+
+    x: np.ndarray  # float64 [n, d]
+    meta: pd.DataFrame  # one metadata row per (well, site), aligned with x
+    embedding_rows: int
+
+
+def prepare_sites(defn: dict[str, Any], embeddings: pd.DataFrame, metadata: pd.DataFrame) -> Sites:
+    """Per-site embeddings (``well_id``, ``site``, features) aligned with per-site metadata (RxRx1 layout): the
+    image-level inputs of rxrx1-wilds. Well-level embeddings (no ``site`` column) are an error: averaging the sites
+    of a well would put the training image (site 1) into the in-distribution test (site 2)."""
+    well_col = defn["columns"]["well"]
+    need = [*required_columns(defn), "site"]
+    missing = [c for c in need if c not in metadata.columns]
+    if missing:
+        raise BenchmarkError(f"metadata lacks column(s) {missing} that benchmark {defn['id']} needs (per-site RxRx1 "
+                             "metadata: one row per well and site)")
+    if "site" not in embeddings.columns or well_col not in embeddings.columns:
+        raise BenchmarkError(f"benchmark {defn['id']} scores images: the embeddings need {well_col!r} and 'site' "
+                             "columns (one row per well and site); well-level embeddings average the sites, so "
+                             "site 1 (training) and site 2 (in-distribution test) would be the same vector")
+    cols = feature_columns(embeddings, "embeddings")
+    emb = embeddings.assign(**{well_col: embeddings[well_col].astype(str),
+                               "site": pd.to_numeric(embeddings["site"], errors="coerce")})
+    meta = metadata.assign(**{well_col: metadata[well_col].astype(str),
+                              "site": pd.to_numeric(metadata["site"], errors="coerce")})
+    for frame, what in ((emb, "embeddings"), (meta, "metadata")):
+        dup = frame.duplicated(subset=[well_col, "site"])
+        if dup.any():
+            row = frame[dup].iloc[0]
+            raise BenchmarkError(f"{what}: well {row[well_col]!r} site {row['site']!r} has more than one row")
+    keys = [well_col, "site"]
+    merged = meta.merge(emb[[*keys, *cols]], on=keys, how="outer", indicator=True, sort=False)
+    for side, what in (("left_only", "metadata site(s) have no embedding"), ("right_only", "embedded site(s) are "
+                                                                             "not in the metadata")):
+        bad = merged["_merge"] == side
+        if bad.any():
+            raise BenchmarkError(f"{int(bad.sum())} {what}, e.g. {_examples(merged.loc[bad, well_col])}")
+    merged = merged.sort_values(keys, kind="stable").reset_index(drop=True)
+    x = feature_matrix(merged, cols, "embeddings", merged[well_col])
+    return Sites(x=x, meta=merged.drop(columns=[*cols, "_merge"]), embedding_rows=len(embeddings))

@@ -18,13 +18,26 @@ def isin(values: np.ndarray, allowed: Any) -> np.ndarray:
 
 def unit_rows(x: np.ndarray, what: str, names: np.ndarray | None = None) -> np.ndarray:
     """Rows scaled to unit L2 norm; a zero row (cosine undefined) is an error naming it."""
-    norms = np.linalg.norm(x, axis=1)
-    zero = norms <= np.finfo(np.float64).tiny
+    if x.ndim == 2 and x.shape[1] == 0 and len(x):
+        raise BenchmarkError(f"{what}: no feature is left (every feature is constant across the control wells, so "
+                             "post-processing removed them all): submit embeddings that vary between wells")
+    with np.errstate(over="ignore", under="ignore"):  # such rows are rescaled below
+        norms = np.linalg.norm(x, axis=1)
+    odd = ~(np.isfinite(norms) & (norms > np.finfo(np.float64).tiny))
+    if not odd.any():
+        return x / norms[:, None]
+    # rows whose squares under- or overflow (|values| ~1e-160 or ~1e160): scale each by its largest |value| first
+    peak = np.max(np.abs(x[odd]), axis=1, initial=0.0)  # initial: a map with no feature left is all-zero too
+    zero = np.zeros(len(x), dtype=bool)
+    zero[np.flatnonzero(odd)[peak == 0]] = True
     if zero.any():
         i = int(np.flatnonzero(zero)[0])
         name = repr(str(names[i])) if names is not None else f"row {i}"
         raise BenchmarkError(f"{what}: {name} has an all-zero feature vector, so its cosine similarity is undefined")
-    return x / norms[:, None]
+    out = x / np.where(odd, 1.0, norms)[:, None]
+    scaled = x[odd] / peak[:, None]
+    out[odd] = scaled / np.linalg.norm(scaled, axis=1)[:, None]
+    return out
 
 
 def ranking_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

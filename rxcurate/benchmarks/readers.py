@@ -129,4 +129,20 @@ def feature_matrix(df: pd.DataFrame, cols: list[str], what: str, key: pd.Series)
         i = int(np.flatnonzero(bad)[0])
         raise BenchmarkError(f"{what}: {int(bad.sum())} row(s) have NaN/inf features, first {key.iloc[i]!r}; "
                              "re-embed those wells or drop them from the metadata and embeddings")
-    return x
+    return exact_rescale(x)
+
+
+# Every benchmark is invariant to one positive factor on all features (post-processing standardises, cosine
+# normalises), but float64 arithmetic is not: features of 1e-30 or 1e300 underflow or overflow in variances and
+# norms. Features whose largest magnitude lies outside this range are scaled by a power of two (exact).
+SAFE_MAGNITUDE = (2.0**-20, 2.0**20)
+
+
+def exact_rescale(x: np.ndarray) -> np.ndarray:
+    """``x`` times a power of two putting its largest |value| in [0.5, 1), only when it lies outside
+    ``SAFE_MAGNITUDE`` (in range: ``x`` itself, so results stay bit-identical)."""
+    m = float(np.max(np.abs(x))) if x.size else 0.0
+    if m == 0.0 or SAFE_MAGNITUDE[0] <= m <= SAFE_MAGNITUDE[1]:
+        return x
+    _, exponent = np.frexp(m)
+    return np.ldexp(x, -int(exponent))

@@ -22,8 +22,9 @@ import rxcurate.benchmarks.gene_gene as gene_gene
 import rxcurate.benchmarks.signal as signal
 from rxcurate import __version__
 from rxcurate.benchmarks.definitions import definition_checksum, load_definition
-from rxcurate.benchmarks.inputs import build_map, corrected_features, map_from_frame, prepare_wells
+from rxcurate.benchmarks.inputs import build_map, corrected_features, map_from_frame, prepare_sites, prepare_wells
 from rxcurate.benchmarks.postprocess import PerturbationMap
+from rxcurate.benchmarks.postprocess import postprocess as postprocess_features
 from rxcurate.benchmarks.readers import read_compound_gene, read_relationships, read_table
 from rxcurate.errors import BenchmarkError
 from rxcurate.io import atomic_write_json, sha256_file
@@ -35,7 +36,7 @@ SUMMARIES = {
     "gene-gene-recall": gene_gene.summary,
     "compound-gene-activity": compound_gene.summary,
     "perturbation-signal": signal.summary,
-    "linear-probe": batch_generalisation.summary,
+    "linear-probe": batch_generalisation.probe_summary,
 }
 
 
@@ -181,6 +182,8 @@ def evaluate(
     Returns the schema-valid results object; identical inputs give identical results."""
     defn = load_definition(definition)
     frames, truth_prov = _read_truth(defn, truth)
+    if defn["kind"] == "linear-probe" and "wilds" in defn["parameters"]:
+        return _evaluate_wilds(defn, embeddings, metadata, truth_prov)
     wells = prepare_wells(defn, embeddings, metadata)
     kind = defn["kind"]
     seed = seed_list(defn)[0]
@@ -224,6 +227,35 @@ def evaluate(
         "truth": truth_prov,
     }
     return _finish(defn, metrics, inputs, dict(defn["postprocess"]))
+
+
+def _evaluate_wilds(defn: dict[str, Any], embeddings: pd.DataFrame, metadata: pd.DataFrame,
+                    truth_prov: dict[str, Any]) -> dict[str, Any]:
+    """rxrx1-wilds: the WILDS split on image (site) embeddings."""
+    sites = prepare_sites(defn, embeddings, metadata)
+    cols, params, pp = defn["columns"], defn["parameters"], defn["postprocess"]
+    meta = sites.meta
+
+    def text(col: str) -> np.ndarray:
+        return meta[col].fillna("").astype(str).to_numpy(dtype=object)
+
+    batch = text(cols["batch"])
+    is_control = meta[defn["controls"]["column"]].fillna("").astype(str).isin(defn["controls"]["values"]).to_numpy()
+    corrected = postprocess_features(sites.x, pp["method"], is_control, batch, pp.get("fit_on", "controls"),
+                                     pp.get("center", "batch"))
+    use = meta[params["labels"]["column"]].fillna("").astype(str).isin(params["labels"]["values"]).to_numpy()
+    metrics = batch_generalisation.wilds_probe(
+        {"uncorrected": sites.x, "corrected": corrected}, text(cols["perturbation"][0]), batch,
+        text(cols["cell_type"]), text(cols["split"]), meta["site"].to_numpy(dtype=np.int64), use, params,
+        seed_list(defn)[0])
+    metrics["wells"] = {"total": int(meta[cols["well"]].nunique()), "controls": int(is_control.sum()),
+                        "embedding_rows": int(sites.embedding_rows), "features": int(sites.x.shape[1])}
+    inputs = {
+        "embeddings": {"file": None, "sha256": None, "rows": int(sites.embedding_rows)},
+        "metadata": {"file": None, "sha256": None, "rows": int(len(metadata))},
+        "truth": truth_prov,
+    }
+    return _finish(defn, metrics, inputs, dict(pp))
 
 
 def evaluate_map(

@@ -61,11 +61,8 @@ def synthetic_rxrx3(
     controls_per_experiment: int = 40,
     gene_experiments: int = 3,
     compound_experiments: int = 3,
-    dim: int = 32,
-    signal: float = 3.0,
-    noise: float = 0.6,
-    batch_shift: float = 3.0,
-    batch_gain: float = 0.2,
+    # the planted effects: feature dimension, biological signal, well noise, batch shift and gain
+    dim: int = 32, signal: float = 3.0, noise: float = 0.6, batch_shift: float = 3.0, batch_gain: float = 0.2,
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """``{"embeddings", "metadata", "relationships", "compound_gene"}`` frames in the RxRx3 layout."""
@@ -148,11 +145,8 @@ def synthetic_rxrx1(
     experiments_per_cell_type: int = 4,
     test_experiments_per_cell_type: int = 1,
     negative_controls: int = 8,
-    dim: int = 32,
-    signal: float = 3.0,
-    noise: float = 0.6,
-    batch_shift: float = 4.0,
-    batch_gain: float = 0.3,
+    # the planted effects: feature dimension, biological signal, well noise, batch shift and gain
+    dim: int = 32, signal: float = 3.0, noise: float = 0.6, batch_shift: float = 4.0, batch_gain: float = 0.3,
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """``{"embeddings" (per well), "metadata" (per site, 2 sites)}`` in the RxRx1 layout."""

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         """Print the ranked leaderboard: the release's published results and every accepted submission, per
         benchmark, by its headline metric (higher is better; ties by submission time).
 
-        Example: rxcurate leaderboard local://rxcurate/rxrx3-core@1.0.0 --benchmark compound-gene-activity
+        Example: rxcurate leaderboard local://rxcurate/rxrx3-core@0.1.0 --benchmark compound-gene-activity
         """
         with json_errors(as_json):
             label, rows = run(target, benchmark, hub=hub, cache=cache, include_release=not no_release)

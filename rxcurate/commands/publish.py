@@ -28,13 +28,16 @@ def register(app: typer.Typer) -> None:
         as_json: bool = json_flag(),
     ) -> None:
         """Publish one immutable version: the whole release is validated locally first (files, counts, card,
-        embeddings, benchmark re-runs), then:
+        embeddings, benchmark re-runs), then, by target:
 
-          local  one git commit + annotated tag v<version>, made visible atomically; the same content again is a
-                 no-op, different content under a published version is refused (bump the manifest's version).
-          hf     one Hub commit (parent_commit checked) then the tag; token from HF_TOKEN or `hf auth login`.
-          polaris  the release's Polaris artifacts are checked; polaris-lib 0.13 cannot upload datasets or
-                 benchmarks any more, which is reported.
+        local: one git commit + annotated tag v<version>, made visible atomically. The same content again is a
+        no-op; different content under a published version is refused (bump the manifest's version).
+
+        hf: one Hub commit (parent_commit checked), then the tag; the token comes from HF_TOKEN or
+        `hf auth login`.
+
+        polaris: the release's Polaris artifacts are checked; polaris-lib 0.13 can no longer upload datasets or
+        benchmarks, which is reported.
         """
         if workdir is not None:
             folder = workdir

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         version's release.json and cache it by version: a second pull is instant, a corrupted cache file is
         detected and re-fetched. @latest resolves to the newest version tag and says which one.
 
-        Example: rxcurate pull local://rxcurate/rxrx3-core@1.0.0 --parts metadata,embeddings/baseline --dest out/
+        Example: rxcurate pull local://rxcurate/rxrx3-core@0.1.0 --parts metadata,embeddings/baseline --dest out/
         """
         with json_errors(as_json):
             pinned = resolve_target(target, hub).version not in (None, "latest")

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         the benchmark and the release, so resubmitting the same file records nothing new. A bad submission exits 2
         and records nothing.
 
-        Example: rxcurate submit local://rxcurate/rxrx3-core@1.0.0 -b compound-gene-activity --embeddings my.parquet
+        Example: rxcurate submit local://rxcurate/rxrx3-core@0.1.0 -b compound-gene-activity --embeddings my.parquet
         """
         with json_errors(as_json):
             res = run(target, benchmark, embeddings, name=name, push=push, hub=hub, cache=cache, out=out,

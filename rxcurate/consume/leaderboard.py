@@ -131,7 +131,7 @@ def leaderboard(target: str, benchmark: str | None = None, *, hub: str | os.Path
     source = open_source(target, hub=hub, endpoint=endpoint)
     label = str(source)
     res = pull(label, ["benchmarks"], hub=hub, cache=cache, endpoint=endpoint)
-    ids = sorted(b.get("id") for b in res.release.benchmarks)
+    ids = sorted(str(b.get("id")) for b in res.release.benchmarks)
     if benchmark is not None and benchmark not in ids:
         raise PullError(f"--benchmark {benchmark!r}: {label} publishes no such benchmark; use one of "
                         f"{', '.join(ids) or 'none'}")

@@ -45,6 +45,7 @@ from rxcurate.layout import BENCHMARKS_DIR, METADATA_CSV, METADATA_PARQUET, Rele
 from rxcurate.publish.hub import Hub, hub_for
 from rxcurate.publish.targets import LEADERBOARD_BRANCH, LEADERBOARD_DIR, relabel
 from rxcurate.release_inputs import headline
+from rxcurate.source import short
 from rxcurate.validate import identical_pairs
 
 __all__ = ["LEADERBOARD_BRANCH", "LEADERBOARD_DIR", "SubmissionRejected", "check_submission", "submit",
@@ -68,7 +69,7 @@ class SubmissionRejected(SubmissionError):
 
 
 def _ex(items: list[Any]) -> str:
-    shown = ", ".join(repr(str(v)) for v in items[:N_EXAMPLES])
+    shown = ", ".join(short(str(v), 80) for v in items[:N_EXAMPLES])  # a 1 MB id must not make a 1 MB line
     return shown + (f" (+{len(items) - N_EXAMPLES} more)" if len(items) > N_EXAMPLES else "")
 
 
@@ -316,7 +317,7 @@ def published_benchmark(folder: Path, release: Release, benchmark: str) -> Publi
     entries = {b.get("id"): b for b in release.benchmarks}
     entry = entries.get(benchmark)
     if entry is None or not entry.get("definition"):
-        have = sorted(k for k, b in entries.items() if b.get("definition"))
+        have = sorted(str(k) for k, b in entries.items() if b.get("definition"))
         raise SubmissionError(f"--benchmark {benchmark!r}: this release publishes no such benchmark; use one of "
                               f"{', '.join(have) or 'none (the release has no benchmarks)'}")
     drel = entry["definition"]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rxcurate.errors import PublishError
+from rxcurate.io import current_umask
 from rxcurate.layout import CARD, RELEASE_JSON
 from rxcurate.publish.targets import (
     CARRIED_PREFIXES,
@@ -52,6 +53,7 @@ from rxcurate.publish.targets import (
 __all__ = ["LocalHub", "PublishResult", "resolve_target", "CARRIED_PREFIXES", "check_relpath", "bump_patch"]
 
 BRANCH = "main"
+INDEX_PREFIX = "rxcurate-index-"  # temporary git index folders, made inside the bare repository
 TEMP_SUFFIX_RE = re.compile(r"^[A-Za-z0-9_]{8}$")  # tempfile.mkdtemp's random part
 IDENTITY = {"GIT_AUTHOR_NAME": "rxcurate", "GIT_AUTHOR_EMAIL": "rxcurate@localhost",
             "GIT_COMMITTER_NAME": "rxcurate", "GIT_COMMITTER_EMAIL": "rxcurate@localhost"}
@@ -259,6 +261,7 @@ class LocalHub:
         if path.exists():
             raise PublishError(f"{path} exists but is not a git repository: move it away or choose another --hub")
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: a hub others serve or read honours the umask
         try:
             self._git(tmp, "init", "--bare", "-q", "-b", BRANCH)
             # JPEG 2000 does not compress: store objects with the fastest zlib level.
@@ -278,6 +281,9 @@ class LocalHub:
         for p in path.parent.glob(f"{prefix}*"):
             suffix = p.name[len(prefix):]
             if TEMP_SUFFIX_RE.match(suffix) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+        for p in path.glob(f"{INDEX_PREFIX}*") if path.is_dir() else ():  # a killed commit's temporary index
+            if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
 
     def _build_tree(self, repo: Path, index: Path, folder: Path | None, files: Iterable[str],
@@ -313,6 +319,8 @@ class LocalHub:
         lines = ["start"]
         lines += [f"update {ref} {new} {old if old else zero}" for ref, new, old in updates]
         lines += ["prepare", "commit"]
+        for name in ("HEAD", *(u[0] for u in updates)):  # a killed update-ref's ref locks; callers hold our lock
+            (repo / f"{name}.lock").unlink(missing_ok=True)
         proc = self._git(repo, "update-ref", "--stdin", input=("\n".join(lines) + "\n").encode(), check=False)
         if proc.returncode != 0:
             raise PublishError(f"{repo}: another publisher changed {', '.join(u[0] for u in updates)} meanwhile "
@@ -344,7 +352,7 @@ class LocalHub:
         with self._locked(repo_id):
             repo = self._ensure_repo(repo_id)
             head = self.head(repo_id)
-            with tempfile.TemporaryDirectory(prefix="rxcurate-index-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=INDEX_PREFIX, dir=repo) as tmp:  # inside: swept if killed
                 tree = self._build_tree(repo, Path(tmp) / "index", folder, names, head)
             versions = self.list_versions(repo_id)
             if version in versions:
@@ -403,7 +411,7 @@ class LocalHub:
         with self._locked(repo_id):
             repo = self._require(repo_id)
             head = self.head(repo_id, branch)
-            with tempfile.TemporaryDirectory(prefix="rxcurate-index-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=INDEX_PREFIX, dir=repo) as tmp:
                 env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
                 if head:
                     self._git(repo, "read-tree", head, env=env)

@@ -44,7 +44,7 @@ import pandas as pd
 
 from rxcurate.benchmarks.readers import read_compound_gene
 from rxcurate.errors import PublishError
-from rxcurate.io import atomic_write_json, read_json, sha256_file
+from rxcurate.io import atomic_write_json, current_umask, read_json, sha256_file
 from rxcurate.layout import BENCHMARKS_DIR, POLARIS_DIR, POLARIS_INFO, POLARIS_TABLE, release_files
 from rxcurate.layout import POLARIS_BENCHMARK as BENCHMARK_JSON
 
@@ -171,6 +171,7 @@ def build_artifacts(dest: str | os.PathLike[str], pairs: pd.DataFrame, *, name: 
             split=([], list(range(len(table)))), metrics=[grouped, "pr_auc", "roc_auc"], main_metric=grouped,
             target_types={TARGET_COL: "classification"}, description=description, tags=["rxcurate", TASK])
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the published folder honours the umask
         try:
             bench.to_json(str(tmp))
             dataset_json = f"{ds_name}.json"

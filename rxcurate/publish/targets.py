@@ -27,7 +27,7 @@ KINDS = ("local", "hf", "polaris")
 SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 DEFAULT_HUB = "hub"
-EXAMPLES = "local://rxcurate/rxrx3-core, hf://my-org/rxrx3-core@1.0.0 or polaris://my-org/rxrx3-core"
+EXAMPLES = "local://rxcurate/rxrx3-core, hf://my-org/rxrx3-core@0.1.0 or polaris://my-org/rxrx3-core"
 
 
 @dataclass(frozen=True)
