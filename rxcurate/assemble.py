@@ -62,7 +62,7 @@ from rxcurate.release_inputs import (
     repo_id_of,
     results_summary,
 )
-from rxcurate.schemas import validate
+from rxcurate.schemas import schema_problem
 from rxcurate.source import SOURCE_TRUTH_DIR
 
 RELEASE_FORMAT = 1
@@ -336,7 +336,9 @@ def assemble(manifest: Manifest, workdir: str | os.PathLike[str] | None = None, 
     names = [n for n in release_files(folder) if n not in (CARD, RELEASE_JSON)]
     files = hashed_files(folder, names)
     doc = build_release_json(inputs, card.data_hash, files)
-    validate(doc, "release", CardError, RELEASE_JSON)
+    problem = schema_problem(doc, "release", RELEASE_JSON)
+    if problem:
+        raise CardError(problem)
     text = release_json_text(doc)
     card_path, rel_path = folder / CARD, folder / RELEASE_JSON
     unchanged = card_path.is_file() and rel_path.is_file() and card_path.read_text(encoding="utf-8") == card.text \

@@ -39,7 +39,7 @@ from rxcurate.layout import (
     result_set_name,
 )
 from rxcurate.release_inputs import ReleaseInputs, headline
-from rxcurate.schemas import validate
+from rxcurate.schemas import schema_problem
 from rxcurate.shards import SCHEMA
 
 PROSE_START = "<!-- rxcurate:prose {name} -->"
@@ -527,7 +527,9 @@ class CardBuild:
 def build_card(inputs: ReleaseInputs, changelog: str) -> CardBuild:
     """The card text and its hashes; the text round-trips through huggingface_hub and our schema."""
     meta = card_metadata(inputs)
-    validate(meta, "card", CardError, f"{CARD} front matter")
+    problem = schema_problem(meta, "card", f"{CARD} front matter")
+    if problem:
+        raise CardError(problem)
     body = card_body(inputs, changelog)
     text = f"---\n{card_yaml(meta)}\n---\n\n{body}"
     parsed, _ = split_card(text)

@@ -25,7 +25,7 @@ import yaml
 from rxcurate.errors import ManifestError
 from rxcurate.io import canonical_hash
 from rxcurate.layout import embedding_set_name
-from rxcurate.schemas import validate
+from rxcurate.schemas import schema_problem
 from rxcurate.source import CHANNELS, SOURCE_METADATA, get_layout, short
 
 DEFAULT_SHARD_BYTES = 500_000_000
@@ -475,7 +475,9 @@ def parse_manifest(raw: Any, path: str | os.PathLike[str] = "<manifest>") -> Man
         raise ManifestError(f"{path}: a manifest is a YAML mapping with name, version, layout, select, ... "
                             f"(see manifests/rxrx3-core.yaml)")
     _reject_non_finite(raw, "", path)
-    validate(raw, "manifest", ManifestError, str(path))
+    problem = schema_problem(raw, "manifest", str(path))
+    if problem:
+        raise ManifestError(problem)
     layout = get_layout(raw["layout"])
     src = raw.get("source", {}) or {}
     tables = []

@@ -14,8 +14,6 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from rxcurate.errors import RxcurateError
-
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
@@ -95,17 +93,17 @@ def describe_error(err: ValidationError) -> str:
     return f"{format_path(path)}: {msg}{hint}{tail}"
 
 
-def validate(instance: Any, schema_name: str, error_cls: type[RxcurateError], what: str) -> None:
-    """Validate ``instance`` against ``schemas/<schema_name>.schema.json``; raise ``error_cls`` on the first problem.
+def schema_problem(instance: Any, schema_name: str, what: str) -> str | None:
+    """The first problem of ``instance`` against ``schemas/<schema_name>.schema.json`` as one message naming ``what``
+    (e.g. the manifest's file name), or None when it is valid. The caller raises its own stage's error with it.
 
-    ``what`` names the artifact in the message (e.g. the manifest's file name). Errors are ordered by field path so
-    the same invalid document always reports the same first problem.
+    Errors are ordered by field path so the same invalid document always reports the same first problem.
     """
     validator = Draft202012Validator(load_schema(schema_name))
     errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     if not errors:
-        return
+        return None
     # Prefer the deepest error: it names the precise field (a wrong nested value rather than its parent's oneOf).
-    first = max(errors, key=lambda e: len(e.absolute_path)) if errors else errors[0]
+    first = max(errors, key=lambda e: len(e.absolute_path))
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    raise error_cls(f"{what}: {describe_error(first)}{more}")
+    return f"{what}: {describe_error(first)}{more}"

@@ -76,7 +76,7 @@ from rxcurate.publish.hub import PinnedVersion, open_version
 from rxcurate.publish.polaris import check_artifacts
 from rxcurate.publish.targets import CARRIED_PREFIXES, REPO_FILES, linked_files, relabel, resolve_target
 from rxcurate.release_inputs import discover_benchmarks, manifest_of, read_inputs, results_summary
-from rxcurate.schemas import validate as validate_schema
+from rxcurate.schemas import schema_problem
 
 DEFAULT_SAMPLE = 64
 IGNORED_PREFIXES = CARRIED_PREFIXES  # the leaderboard lives in the repository but is no part of a release
@@ -145,10 +145,9 @@ def _check_release_json(folder: Path, rep: ValidationReport) -> Release | None:
     except RxcurateError as exc:
         rep.add(RELEASE_JSON, RELEASE_JSON, False, _relative(exc, folder))
         return None
-    try:
-        validate_schema(dict(doc.raw), "release", ReleaseValidationError, RELEASE_JSON)
-    except RxcurateError as exc:
-        rep.add(RELEASE_JSON, RELEASE_JSON, False, str(exc))
+    problem = schema_problem(dict(doc.raw), "release", RELEASE_JSON)
+    if problem:
+        rep.add(RELEASE_JSON, RELEASE_JSON, False, problem)
         return None
     rep.add(RELEASE_JSON, RELEASE_JSON, True, f"{RELEASE_JSON}: schema valid (version {doc.version})")
     return doc
@@ -768,9 +767,12 @@ def _check_card(folder: Path, release: Release, metadata: pd.DataFrame | None, s
         return
     try:
         meta, body = split_card(text)
-        validate_schema(meta, "card", ReleaseValidationError, f"{CARD} front matter")
     except RxcurateError as exc:
         rep.add("card", CARD, False, str(exc))
+        return
+    problem = schema_problem(meta, "card", f"{CARD} front matter")
+    if problem:
+        rep.add("card", CARD, False, problem)
         return
     ok = True
     actual: dict[str, int | None] = {IMAGES_CONFIG: sum(shards.rows) if shards else None,

@@ -11,7 +11,7 @@ from typing import Any
 
 from rxcurate.errors import BenchmarkError
 from rxcurate.io import canonical_hash
-from rxcurate.schemas import validate
+from rxcurate.schemas import schema_problem
 
 DEFINITIONS_DIR = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
 
@@ -58,7 +58,9 @@ def _check_semantics(defn: dict[str, Any], what: str) -> None:
 
 def validate_definition(defn: Any, what: str = "benchmark definition") -> dict[str, Any]:
     """Validate a definition dict (schema + cross-field checks); returns it unchanged."""
-    validate(defn, "benchmark", BenchmarkError, what)
+    problem = schema_problem(defn, "benchmark", what)
+    if problem:
+        raise BenchmarkError(problem)
     _check_semantics(defn, what)
     return defn
 

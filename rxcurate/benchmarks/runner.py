@@ -28,7 +28,7 @@ from rxcurate.benchmarks.postprocess import postprocess as postprocess_features
 from rxcurate.benchmarks.readers import read_compound_gene, read_relationships, read_table
 from rxcurate.errors import BenchmarkError
 from rxcurate.io import atomic_write_json, sha256_file
-from rxcurate.schemas import validate
+from rxcurate.schemas import schema_problem
 
 PathLike = str | os.PathLike[str]
 SCHEMA_VERSION = 1
@@ -168,7 +168,9 @@ def headline(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate_results(results: Any, what: str = "benchmark results") -> None:
     """Schema-check a results object (raises BenchmarkError naming the field)."""
-    validate(results, "results", BenchmarkError, what)
+    problem = schema_problem(results, "results", what)
+    if problem:
+        raise BenchmarkError(problem)
 
 
 def evaluate(
