@@ -10,6 +10,14 @@ Builds synthetic inputs with planted biology (rxcurate.benchmarks.synthetic) and
 - ``wells``: the well-level path on about ``--wells`` wells (validation + TVN + aggregation + scoring) for
   gene-gene-recall and perturbation-signal (RxRx3-core has ~222k wells);
 - ``rxrx1``: rxrx1-batch-generalisation (two logistic-regression probes) on ``--rxrx1-sirnas`` siRNAs, 4 cell types.
+- ``efaar``: efaar_benchmarking 1.0's ``known_relationship_benchmark`` (the reference, run by ``--efaar-python``,
+  default .venv-efaar/bin/python; ``make install-efaar``) side by side with rxcurate's gene-gene-recall (default
+  definition, whole-map null) on the same maps in the same run: ``--genes`` genes drawn from the real annotation
+  files (../shared/realdata/annotations; RXCURATE_SHARED overrides) with planted CORUM similarity, alone and with
+  ``--efaar-compounds`` compounds x 8 concentrations, ``--dim`` features, the five sources. Each side runs in its own
+  process (benchmarks/recall_side.py) on the map saved to an .npz file and times only its benchmark call; the
+  process-start-inclusive times are recorded as well, with CPU seconds, load average before/after and ``busy``
+  (1-minute load before >= 0.5). Skipped, with a message, when that Python or the annotation files are absent.
 
 Each entry reports seconds and the headline metrics (a sanity check that the planted signal is found). Goal:
 compound-gene-activity with 100 seeds in seconds, not minutes. Results go to benchmarks/results/evaluate.json.
@@ -21,12 +29,15 @@ import argparse
 import json
 import os
 import platform
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,7 +46,10 @@ from rxcurate.benchmarks import evaluate, evaluate_map, library_versions, load_d
 from rxcurate.benchmarks.synthetic import synthetic_map, synthetic_rxrx1, synthetic_rxrx3  # noqa: E402
 from rxcurate.io import atomic_write_json  # noqa: E402
 
-GOALS = {"compound_gene_activity_100_seeds_seconds": 30.0}
+GOALS = {"compound_gene_activity_100_seeds_seconds": 30.0, "efaar_speedup_min": 20.0, "efaar_max_abs_diff": 1e-12}
+ROOT = Path(__file__).resolve().parents[1]
+EFAAR_SOURCES = ["CORUM", "HuMAP", "Reactome", "SIGNOR", "StringDB"]  # efaar_benchmarking.constants
+CONCENTRATIONS_UM = [0.0025, 0.01, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0]
 
 
 def _timed(fn):
@@ -98,6 +112,143 @@ def bench_rxrx1(args) -> dict:
             "seconds": t, "summary": _pick(res["summary"], ["corrected/accuracy", "uncorrected/accuracy"])}
 
 
+def _annotations_dir() -> Path:
+    shared = Path(os.environ.get("RXCURATE_SHARED") or ROOT.parent / "shared")
+    return shared / "realdata" / "annotations"
+
+
+def _efaar_map(data_dir: Path, n_genes: int, n_compounds: int, dim: int, seed: int = 0) -> dict:
+    """tests/test_efaar_reference.py's maps at a chosen size: real annotation genes (CORUM + Reactome entities),
+    CORUM partners sharing a direction, exact ties; compound x concentration rows that resemble each other and
+    some genes (they shift the whole-map null's tail)."""
+    genes: set = set()
+    for s in ("CORUM", "Reactome"):
+        rel = pd.read_csv(data_dir / f"{s}.txt", dtype=str)
+        genes |= set(rel["entity1"]) | set(rel["entity2"])
+    pool = np.array(sorted(genes), dtype=object)
+    rng = np.random.default_rng(seed)
+    g = np.sort(pool[rng.choice(len(pool), size=n_genes, replace=False)])
+    gx = rng.normal(size=(n_genes, dim))
+    idx = {name: i for i, name in enumerate(g)}
+    corum = pd.read_csv(data_dir / "CORUM.txt", dtype=str)
+    for a, b in corum.itertuples(index=False):
+        if a in idx and b in idx and a != b:
+            gx[idx[b]] += 0.8 * gx[idx[a]]
+    gx[1] = gx[0]
+    gx[3] = -gx[2]
+    conc = np.asarray(CONCENTRATIONS_UM)
+    cpds = np.repeat([f"CMPD-{i:05d}" for i in range(n_compounds)], len(conc))
+    cconc = np.tile(conc, n_compounds)
+    common = 3.0 * rng.normal(size=dim)
+    cx = common + rng.normal(size=(len(cpds), dim)) + 0.5 * gx[rng.integers(0, n_genes, size=len(cpds))]
+    pert = np.concatenate([g, cpds]).astype(str)
+    conc_all = np.concatenate([np.full(n_genes, np.nan), cconc])
+    label = np.array([p if np.isnan(c) else f"{p}@{c}" for p, c in zip(pert, conc_all, strict=True)], dtype=str)
+    return {"features": np.concatenate([gx, cx]), "perturbation": pert, "concentration": conc_all, "label": label}
+
+
+def _side(python: str, impl: str, map_path: Path, data_dir: Path, timeout: float) -> dict:
+    """Run benchmarks/recall_side.py in a fresh process: its JSON, plus process-start-inclusive wall and CPU time
+    (this child's rusage) and the load average before/after; ``timed_out`` when it ran past ``timeout``."""
+    cmd = [python, str(ROOT / "benchmarks" / "recall_side.py"), impl, str(map_path), str(data_dir), *EFAAR_SOURCES]
+    load0, ru0 = os.getloadavg(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"timed_out": True, "timeout_seconds": timeout, "load_before": [round(v, 2) for v in load0]}
+    wall = time.perf_counter() - t0
+    ru1, load1 = resource.getrusage(resource.RUSAGE_CHILDREN), os.getloadavg()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{impl} side failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out.update({"process_seconds": wall,
+                "process_cpu_seconds": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
+                "load_before": [round(v, 2) for v in load0], "load_after": [round(v, 2) for v in load1],
+                "busy": load0[0] >= 0.5})
+    return out
+
+
+def _compare_size(args, data_dir: Path, tmp: Path, n_compounds: int) -> dict:
+    m = _efaar_map(data_dir, args.genes, n_compounds, args.dim)
+    map_path = tmp / f"efaar_map_{n_compounds}.npz"
+    np.savez(map_path, **m)
+    n = len(m["label"])
+    entry: dict = {"genes": args.genes, "compounds": n_compounds, "compound_rows": n_compounds * 8, "map_rows": n,
+                   "dim": args.dim, "null_pairs": n * (n - 1) // 2}
+    # rxcurate before and after EFAAR (best of the runs: it is the quick side, so load spikes hit it hardest)
+    def rxcurate() -> dict:
+        return _side(sys.executable, "rxcurate", map_path, data_dir, args.efaar_timeout)
+
+    rx = [rxcurate() for _ in range(args.rxcurate_repeats)]
+    ef = _side(args.efaar_python, "efaar", map_path, data_dir, args.efaar_timeout)
+    rx.append(rxcurate())
+    if ef.get("timed_out"):
+        entry["efaar"] = ef
+        return entry
+    best = min(rx, key=lambda r: r["seconds"])
+    diffs = [abs(r["recall"].get(s, np.inf) - ef["recall"][s]) for r in rx for s in ef["recall"]]
+    same_sources = all(sorted(r["recall"]) == sorted(ef["recall"]) for r in rx)
+    keep = ["seconds", "cpu_seconds", "process_seconds", "process_cpu_seconds", "setup_seconds", "load_before",
+            "load_after", "busy"]
+    entry.update({
+        "efaar": {k: ef[k] for k in keep} | {"recall_0.05_0.95": ef["recall"]},
+        "rxcurate": {k: best[k] for k in keep} | {"recall_0.05_0.95": best["recall"], "null_size": best["null_size"],
+                                                 "runs_seconds": [round(r["seconds"], 3) for r in rx],
+                                                 "runs_process_seconds": [round(r["process_seconds"], 3) for r in rx]},
+        "ratio": ef["seconds"] / best["seconds"],
+        "ratio_process_start_included": ef["process_seconds"] / best["process_seconds"],
+        "ratio_cpu_seconds": ef["cpu_seconds"] / max(best["cpu_seconds"], 1e-9),
+        "recall_max_abs_diff": max(diffs) if diffs else None,
+        "recall_equal": bool(same_sources and diffs and max(diffs) <= GOALS["efaar_max_abs_diff"]),
+        "busy": bool(ef["busy"] or any(r["busy"] for r in rx)),
+    })
+    return entry
+
+
+def bench_efaar(args, tmp: Path) -> dict | None:
+    python = Path(args.efaar_python)
+    if not python.is_absolute():
+        python = ROOT / python
+    data_dir = _annotations_dir()
+    if not python.is_file():
+        print(f"efaar: skipped ({python} is absent; make install-efaar builds it)", file=sys.stderr)
+        return None
+    if not all((data_dir / f"{s}.txt").is_file() for s in EFAAR_SOURCES):
+        print(f"efaar: skipped (the annotation files are absent from {data_dir})", file=sys.stderr)
+        return None
+    args.efaar_python = str(python)
+    ver = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('efaar_benchmarking'))"],
+                         capture_output=True, text=True)
+    if ver.returncode != 0:
+        print(f"efaar: skipped (efaar_benchmarking is not importable by {python})", file=sys.stderr)
+        return None
+    out: dict = {"efaar_benchmarking": ver.stdout.strip(), "sources": EFAAR_SOURCES,
+                 "rxcurate_definition": "gene-gene-recall (null: all pairs of map rows)",
+                 "timed": "seconds: the benchmark call alone (annotation files read inside it), in its own process; "
+                          "process_seconds: the whole process (interpreter start, imports, map load, call)",
+                 "load_before": [round(v, 2) for v in os.getloadavg()], "sizes": []}
+    print("efaar: genes-only map", file=sys.stderr)
+    out["sizes"].append(_compare_size(args, data_dir, tmp, 0))
+    n = args.efaar_compounds
+    while n > 0:
+        print(f"efaar: map with {n} compounds x 8 concentrations", file=sys.stderr)
+        entry = _compare_size(args, data_dir, tmp, n)
+        out["sizes"].append(entry)
+        if not entry["efaar"].get("timed_out"):
+            break
+        n //= 2  # the reference ran past --efaar-timeout: the largest size it can run
+    done = [e for e in out["sizes"] if "ratio" in e]
+    out["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    out["busy"] = bool(out["load_before"][0] >= 0.5 or any(e["busy"] for e in done))
+    out["largest_map_rows"] = max(e["map_rows"] for e in done)
+    out["min_ratio"] = min(e["ratio"] for e in done)
+    out["min_ratio_process_start_included"] = min(e["ratio_process_start_included"] for e in done)
+    out["recall_max_abs_diff"] = max(e["recall_max_abs_diff"] for e in done)
+    out["recall_equal"] = all(e["recall_equal"] for e in done)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--genes", type=int, default=735)
@@ -106,8 +257,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--wells", type=int, default=75800, help="approximate well count of the well-level run (0: skip)")
     ap.add_argument("--rxrx1-sirnas", type=int, default=300, help="siRNAs of the RxRx1 probe run (0: skip)")
+    ap.add_argument("--efaar-python", default=".venv-efaar/bin/python",
+                    help="Python with efaar_benchmarking (relative to the repository root; absent: section skipped)")
+    ap.add_argument("--efaar-compounds", type=int, default=None,
+                    help="compounds of the EFAAR comparison map (default: --compounds; 0: genes-only map alone)")
+    ap.add_argument("--efaar-timeout", type=float, default=480.0,
+                    help="seconds one EFAAR run may take before the comparison halves the compounds")
+    ap.add_argument("--rxcurate-repeats", type=int, default=2, help="rxcurate runs before EFAAR (one more after)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["map", "wells", "rxrx1", "efaar"],
+                    help="sections to leave out")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "evaluate.json")
     args = ap.parse_args()
+    if args.efaar_compounds is None:
+        args.efaar_compounds = args.compounds
     np.random.default_rng(0)
     result: dict = {
         "benchmark": "evaluate",
@@ -115,16 +277,32 @@ def main() -> None:
         "versions": library_versions(),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "goals": GOALS,
+        "load_before": [round(v, 2) for v in os.getloadavg()],
     }
+    t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
-        result["map"] = bench_map(args, Path(tmp))
-        if args.wells:
+        if "map" not in args.skip:
+            result["map"] = bench_map(args, Path(tmp))
+        if args.wells and "wells" not in args.skip:
             result["wells"] = bench_wells(args, Path(tmp))
-    if args.rxrx1_sirnas:
+        if "efaar" not in args.skip:
+            efaar = bench_efaar(args, Path(tmp))
+            if efaar is not None:
+                result["efaar"] = efaar
+    if args.rxrx1_sirnas and "rxrx1" not in args.skip:
         result["rxrx1"] = bench_rxrx1(args)
-    cga = result["map"]["compound_gene_activity"]
-    result["goals_met"] = {"compound_gene_activity_100_seeds_seconds":
-                           cga["seconds"] * 100 / cga["seeds"] <= GOALS["compound_gene_activity_100_seeds_seconds"]}
+    result["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    result["cpu_seconds"] = round(time.process_time() - c0, 3)
+    result["busy"] = result["load_before"][0] >= 0.5
+    result["goals_met"] = {}
+    if "map" in result:
+        cga = result["map"]["compound_gene_activity"]
+        result["goals_met"]["compound_gene_activity_100_seeds_seconds"] = (
+            cga["seconds"] * 100 / cga["seeds"] <= GOALS["compound_gene_activity_100_seeds_seconds"])
+    if "efaar" in result:
+        result["goals_met"]["efaar_speedup_min"] = result["efaar"]["min_ratio"] >= GOALS["efaar_speedup_min"]
+        result["goals_met"]["efaar_max_abs_diff"] = result["efaar"]["recall_equal"]
     atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2, sort_keys=True))
 

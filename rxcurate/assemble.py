@@ -27,7 +27,7 @@ from rxcurate import __version__
 from rxcurate.benchmarks import definition_checksum, list_definitions, load_definition
 from rxcurate.card import build_card
 from rxcurate.errors import CardError
-from rxcurate.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from rxcurate.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from rxcurate.layout import (
     BENCHMARKS_DIR,
     CARD,
@@ -39,8 +39,11 @@ from rxcurate.layout import (
     POLARIS_DIR,
     RELEASE_JSON,
     RESULTS_DIR,
+    RXRX3_CORE_EMBEDDINGS,
+    RXRX3_CORE_METADATA,
     TRUTH_DIR,
     definition_path,
+    embeddings_path,
     hashed_files,
     is_visible,
     parse_release_json,
@@ -57,13 +60,15 @@ from rxcurate.release_inputs import (
     ReleaseInputs,
     counts,
     default_embedding_set,
+    openphenom_set,
     published_manifest,
     read_inputs,
     repo_id_of,
     results_summary,
+    rxrx3_core_metadata_text,
 )
 from rxcurate.schemas import schema_problem
-from rxcurate.source import SOURCE_TRUTH_DIR
+from rxcurate.source import RXRX3, SOURCE_TRUTH_DIR
 
 RELEASE_FORMAT = 1
 
@@ -214,6 +219,29 @@ def write_changelog(folder: Path, text: str) -> None:
 POLARIS_BENCHMARK = "compound-gene-activity"
 
 
+def write_rxrx3_core(inputs: ReleaseInputs) -> None:
+    """The RxRx3-core drop-in files at the release root (rxrx3 layout): ``metadata_rxrx3_core.csv`` always,
+    ``OpenPhenom_rxrx3_core_embeddings.parquet`` (a byte copy of the openphenom set's ``embeddings.parquet``:
+    ``well_id`` + ``feature_0..``) when an openphenom set exists. A stale one is removed."""
+    folder = inputs.folder
+    meta, emb = folder / RXRX3_CORE_METADATA, folder / RXRX3_CORE_EMBEDDINGS
+    rxrx3 = inputs.manifest.layout == RXRX3.name
+    name = openphenom_set([e.name for e in inputs.embeddings]) if rxrx3 else None
+    if not rxrx3:
+        meta.unlink(missing_ok=True)
+    else:
+        text = rxrx3_core_metadata_text(inputs.metadata)
+        if not meta.is_file() or meta.read_bytes() != text.encode("utf-8"):
+            atomic_write_text(meta, text)
+    if name is None:
+        emb.unlink(missing_ok=True)
+        return
+    src = embeddings_path(folder, name)
+    if not emb.is_file() or sha256_file(emb) != sha256_file(src):
+        with atomic_path(emb) as tmp:
+            shutil.copyfile(src, tmp)
+
+
 @dataclass
 class AssembleResult:
     folder: Path
@@ -329,6 +357,7 @@ def assemble(manifest: Manifest, workdir: str | os.PathLike[str] | None = None, 
     elif (folder / POLARIS_DIR).exists():
         shutil.rmtree(folder / POLARIS_DIR)  # stale artifacts of another build: never publish them
     inputs.polaris = [p for p in release_files(folder) if p.startswith(f"{POLARIS_DIR}/")]
+    write_rxrx3_core(inputs)
     changelog = build_changelog(inputs, previous)
     if not (folder / CHANGELOG).is_file() or (folder / CHANGELOG).read_text(encoding="utf-8") != changelog:
         write_changelog(folder, changelog)

@@ -36,6 +36,8 @@ from rxcurate.layout import (
     PROBE_DIR,
     PROBE_JSON,
     PROBE_PLOT,
+    RXRX3_CORE_EMBEDDINGS,
+    RXRX3_CORE_METADATA,
     result_set_name,
 )
 from rxcurate.release_inputs import ReleaseInputs, headline
@@ -242,6 +244,12 @@ def _files(inputs: ReleaseInputs) -> str:
     ]
     for e in inputs.embeddings:
         rows.append([f"`{e.path}`", f"embeddings `{e.name}`: `well_id` + `feature_0..feature_{e.dim - 1}` (float32)"])
+    if (inputs.folder / RXRX3_CORE_METADATA).is_file():
+        rows.append([f"`{RXRX3_CORE_METADATA}`", "recursionpharma/rxrx3-core's metadata file: the same rows and "
+                     "columns as `metadata.parquet`; a missing gene, SMILES or concentration is an empty field (NULL)"])
+    if (inputs.folder / RXRX3_CORE_EMBEDDINGS).is_file():
+        rows.append([f"`{RXRX3_CORE_EMBEDDINGS}`", "recursionpharma/rxrx3-core's embeddings file: a copy of the "
+                     "openphenom embeddings (`well_id` + `feature_0..`)"])
     if inputs.benchmarks:
         rows.append(["`benchmarks/`", "benchmark definitions, truth tables and results (JSON)"])
     if inputs.polaris:

@@ -58,6 +58,7 @@ from rxcurate.layout import (
     CHECKSUMS,
     COMPRESS_STATE,
     DATA_DIR,
+    IMAGE_DIGESTS,
     METADATA_CSV,
     METADATA_PARQUET,
     REPORT,
@@ -257,15 +258,15 @@ def compress(manifest: Manifest, *, source: str | os.PathLike[str] | None = None
             log(f"discarding compress state of another data version or output settings in {state.folder}")
         state.remove_temp_files()
         remove_temp_files(out / DATA_DIR, [SHARD_GLOB])
-        remove_temp_files(out, [METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS])
+        remove_temp_files(out, [METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS, IMAGE_DIGESTS])
         wells = _ordered_wells(lock)
         plan_path = state.folder / PLAN
         if not plan_path.is_file():
             _encode_all(manifest, lock, src, wells, state, workers, runner)
             atomic_write_json(plan_path, _make_plan(manifest, wells, state, version), indent=None)
         plan = read_json(plan_path)
-        shards = _pack(manifest, plan, state, out)
-        result = _finish(manifest, lock, plan, shards, out, version, key)
+        shards, digests = _pack(manifest, plan, state, out)
+        result = _finish(manifest, lock, plan, shards, digests, out, version, key)
         state.done()
     state.discard()
     return result
@@ -354,20 +355,25 @@ def _make_plan(manifest: Manifest, wells: list[Any], state: Checkpoint, version:
     }
 
 
-def _pack(manifest: Manifest, plan: dict[str, Any], state: Checkpoint, out: Path) -> list[dict[str, Any]]:
+def _pack(manifest: Manifest, plan: dict[str, Any], state: Checkpoint, out: Path
+          ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Write the shards (resumable per shard); returns their records and ``(__key__, sha256 of the image bytes)``
+    of every image, in shard order."""
     data = out / DATA_DIR
     data.mkdir(parents=True, exist_ok=True)
     ext = manifest.transform.codec.extension
     shards = plan["shards"]
     unit_last = plan["unit_last_shard"]
     results: list[dict[str, Any]] = []
+    digests: list[tuple[str, str]] = []
     with progress(len(shards), "write shards", "shards") as advance:
         for i, s in enumerate(shards):
             dest = data / s["name"]
             marker = state.folder / DONE_DIR / f"{s['name']}.json"
             if marker.is_file() and dest.is_file():
                 done = read_json(marker)
-                if dest.stat().st_size == done["size"]:
+                if dest.stat().st_size == done["size"] and "digests" in done:
+                    digests.extend((str(k), str(d)) for k, d in done.pop("digests"))
                     results.append(done)
                     advance(1)
                     continue
@@ -380,14 +386,17 @@ def _pack(manifest: Manifest, plan: dict[str, Any], state: Checkpoint, out: Path
             keys_c = pa.chunked_array([c for k in keys for c in k.chunks], pa.string())
             blobs_c = pa.chunked_array([c for b in blobs for c in b.chunks], pa.binary())
             write_shard(dest, keys_c, blobs_c, manifest.row_group_bytes, ext)
+            shard_digests = [[k, sha256_bytes(b)] for k, b in zip(keys_c.to_pylist(), blobs_c.to_pylist(),
+                                                                    strict=True)]
             done = {"name": s["name"], "sha256": sha256_file(dest), "size": dest.stat().st_size}
-            atomic_write_json(marker, done)
+            atomic_write_json(marker, {**done, "digests": shard_digests})
+            digests.extend((k, d) for k, d in shard_digests)
             results.append(done)
             for u, last in enumerate(unit_last):
                 if last == i:
                     _unit_path(state, u).unlink(missing_ok=True)
             advance(1)
-    return results
+    return results, digests
 
 
 def _metadata_table(lock: Lockfile, wells: set[str]) -> pa.Table:
@@ -408,8 +417,8 @@ def _metadata_table(lock: Lockfile, wells: set[str]) -> pa.Table:
     return t.select(list(layout.columns))
 
 
-def _finish(manifest: Manifest, lock: Lockfile, plan: dict[str, Any], shards: list[dict[str, Any]], out: Path,
-            version: str, key: dict[str, Any]) -> CompressResult:
+def _finish(manifest: Manifest, lock: Lockfile, plan: dict[str, Any], shards: list[dict[str, Any]],
+            digests: list[tuple[str, str]], out: Path, version: str, key: dict[str, Any]) -> CompressResult:
     data = out / DATA_DIR
     names = {s["name"] for s in shards}
     for stale in data.glob(SHARD_GLOB):
@@ -421,8 +430,12 @@ def _finish(manifest: Manifest, lock: Lockfile, plan: dict[str, Any], shards: li
     atomic_write_text(out / METADATA_CSV, meta.to_pandas().to_csv(index=False, lineterminator="\n"))
     report = _report(manifest, lock, plan, shards, version)
     atomic_write_json(out / REPORT, report)
+    table = pa.table({"__key__": pa.array([k for k, _ in digests], pa.string()),
+                      "sha256": pa.array([d for _, d in digests], pa.string())})
+    with atomic_path(out / IMAGE_DIGESTS) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     files = {f"{DATA_DIR}/{s['name']}": {"sha256": s["sha256"], "size": s["size"]} for s in shards}
-    for name in (METADATA_CSV, METADATA_PARQUET, REPORT):
+    for name in (METADATA_CSV, METADATA_PARQUET, REPORT, IMAGE_DIGESTS):
         files[name] = {"sha256": sha256_file(out / name), "size": (out / name).stat().st_size}
     atomic_write_json(out / CHECKSUMS, {"data_version": version, "output": key["output"], "files": files})
     return CompressResult(out, version, [data / s["name"] for s in shards], report)

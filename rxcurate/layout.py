@@ -4,8 +4,9 @@ This is the one module that spells the names of a release folder (= the dataset 
 docs/contracts.md); every stage asks it for paths. Its *release files* are ``lockfile.parquet``,
 ``data/train-*.parquet``, ``metadata.csv``/``metadata.parquet``, ``compression_report.json``, ``checksums.json``,
 ``CHANGELOG.md``, the curation tables, every non-hidden file under ``embeddings/``, ``benchmarks/``, ``polaris/``
-and ``probe/``, plus ``README.md`` (the card) and ``release.json``. Anything else (a source screen,
-``.compress-state/``, temp files) is local state that is never published.
+and ``probe/``, the RxRx3-core drop-in files (``metadata_rxrx3_core.csv``,
+``OpenPhenom_rxrx3_core_embeddings.parquet``), plus ``README.md`` (the card) and ``release.json``. Anything else (a
+source screen, ``.compress-state/``, temp files) is local state that is never published.
 
 Layer: shared (imports only errors, io, source). No stage imports another; they all import this.
 """
@@ -36,12 +37,20 @@ METADATA_CSV = "metadata.csv"
 METADATA_PARQUET = "metadata.parquet"
 REPORT = "compression_report.json"
 CHECKSUMS = "checksums.json"
+# sha256 of every image's encoded bytes by __key__, recorded by compress as it packs the shards: validate decodes a
+# sample and checks each key still holds its own image (bytes swapped between keys keep every shard well-formed)
+IMAGE_DIGESTS = "image_digests.parquet"
 # curation (select.filters): the statistic per perturbation, the report and the before/after comparison
 PHENOSTATS = "phenostats.parquet"
 CURATION = "curation.json"
 COMPARISON = "curation_comparison.json"
 CURATION_FILES = (PHENOSTATS, CURATION, COMPARISON)
-TOP_FILES = (LOCKFILE, METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS, CHANGELOG, *CURATION_FILES)
+# RxRx3-core drop-in (rxrx3 layout): recursionpharma/rxrx3-core's own file names and columns, at the repo root
+RXRX3_CORE_METADATA = "metadata_rxrx3_core.csv"
+RXRX3_CORE_EMBEDDINGS = "OpenPhenom_rxrx3_core_embeddings.parquet"
+RXRX3_CORE_FILES = (RXRX3_CORE_METADATA, RXRX3_CORE_EMBEDDINGS)
+TOP_FILES = (LOCKFILE, METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS, IMAGE_DIGESTS, CHANGELOG, *CURATION_FILES,
+             *RXRX3_CORE_FILES)
 
 # ------------------------------------------------------------------------------------------------ folders
 DATA_DIR = "data"

@@ -44,6 +44,7 @@ from rxcurate.layout import (
     shard_paths,
 )
 from rxcurate.manifest import Manifest, data_version, parse_manifest
+from rxcurate.source import RXRX3
 
 
 @dataclass
@@ -289,3 +290,24 @@ def manifest_of(release: Mapping[str, Any], what: str = RELEASE_JSON) -> Manifes
 
 PROSE_MANIFEST_KEYS = ("prose", "citation")
 
+
+# ------------------------------------------------------------------------------- RxRx3-core drop-in
+OPENPHENOM = "openphenom"  # the encoder whose embeddings recursionpharma/rxrx3-core ships
+
+
+def rxrx3_core_metadata_text(metadata: pd.DataFrame) -> str:
+    """``metadata_rxrx3_core.csv``: ``metadata.parquet`` with recursionpharma/rxrx3-core's columns in its order.
+    No gene (compound rows; rxcurate's Parquet stores ``''``), no SMILES and no concentration (CRISPR rows) are
+    written as empty fields, which ``pandas.read_csv`` reads as NULL, as in the real file."""
+    missing = [c for c in RXRX3.columns if c not in metadata.columns]
+    if missing:
+        raise CardError(f"{METADATA_PARQUET} lacks the RxRx3-core columns {missing}: rerun rxcurate compress")
+    return str(metadata[list(RXRX3.columns)].to_csv(index=False, lineterminator="\n"))
+
+
+def openphenom_set(names: list[str]) -> str | None:
+    """The embedding set published as ``OpenPhenom_rxrx3_core_embeddings.parquet``: the openphenom encoder's own
+    output (set ``openphenom``, as rxrx3-core ships it) or, without it, the first ``openphenom/<block>`` set in
+    release order (the default set first); None when no openphenom set exists."""
+    sets = [n for n in names if n.split("/")[0] == OPENPHENOM]
+    return OPENPHENOM if OPENPHENOM in sets else (sets[0] if sets else None)

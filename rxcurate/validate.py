@@ -15,6 +15,8 @@ Checks (each failure names its file):
 9. benchmarks: definition and results schemas, then every result re-run from the published files with
    ``rxcurate.benchmarks`` and compared within the definition's tolerance.
 10. Polaris artifacts (when published): consistent; with ``full``, loaded through polaris-lib.
+11. RxRx3-core drop-in (rxrx3 layout): ``metadata_rxrx3_core.csv`` equals ``metadata.parquet`` in rxrx3-core's
+    columns; ``OpenPhenom_rxrx3_core_embeddings.parquet`` is a copy of the openphenom embedding set (when one exists).
 
 The report is JSON-serialisable; ``ok`` only when every check passed.
 """
@@ -48,19 +50,22 @@ from rxcurate.benchmarks import (
 )
 from rxcurate.card import IMAGES_CONFIG, METADATA_CONFIG, build_card, data_hash_of, split_card, strip_prose
 from rxcurate.errors import ReleaseValidationError, RxcurateError
-from rxcurate.io import canonical_hash, read_json, sha256_file
+from rxcurate.io import canonical_hash, read_json, sha256_bytes, sha256_file
 from rxcurate.layout import (
     BENCHMARKS_DIR,
     CARD,
     CHANGELOG,
     DATA_DIR,
     EMBEDDINGS_DIR,
+    IMAGE_DIGESTS,
     LOCKFILE,
     METADATA_CSV,
     METADATA_PARQUET,
     POLARIS_DIR,
     RELEASE_JSON,
     REPORT,
+    RXRX3_CORE_EMBEDDINGS,
+    RXRX3_CORE_METADATA,
     Lockfile,
     Release,
     definition_path,
@@ -75,7 +80,14 @@ from rxcurate.publish.hf import redact
 from rxcurate.publish.hub import PinnedVersion, open_version
 from rxcurate.publish.polaris import check_artifacts
 from rxcurate.publish.targets import CARRIED_PREFIXES, REPO_FILES, linked_files, relabel, resolve_target
-from rxcurate.release_inputs import discover_benchmarks, manifest_of, read_inputs, results_summary
+from rxcurate.release_inputs import (
+    discover_benchmarks,
+    manifest_of,
+    openphenom_set,
+    read_inputs,
+    results_summary,
+    rxrx3_core_metadata_text,
+)
 from rxcurate.schemas import schema_problem
 
 DEFAULT_SAMPLE = 64
@@ -437,6 +449,39 @@ def _check_images(folder: Path, release: Release, shards: _Shards, rep: Validati
     if not bad:
         rep.add("images", DATA, True, f"{checked:,} of {total:,} images decode to uint8 {list(shape)}"
                                          + (" (all)" if checked == total else f" (seeded sample, seed {seed})"))
+
+
+def _check_image_digests(folder: Path, release: Release, shards: _Shards, rep: ValidationReport) -> None:
+    """Each key still holds its own image: sha256 of every image's bytes against image_digests.parquet, which
+    compress recorded while packing (bytes swapped between keys leave every shard well-formed and re-hashable)."""
+    if IMAGE_DIGESTS not in release.files:
+        rep.add("images", IMAGE_DIGESTS, True, "no per-image digests recorded (a release made before they were)")
+        return
+    try:
+        table = pq.read_table(folder / IMAGE_DIGESTS, columns=["__key__", "sha256"])
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for damaged files
+        rep.fail("images", IMAGE_DIGESTS, f"unreadable ({type(exc).__name__}): regenerate it with rxcurate compress")
+        return
+    want = dict(zip(table.column("__key__").to_pylist(), table.column("sha256").to_pylist(), strict=True))
+    column = release.image.get("column", "jp2")
+    wrong: list[str] = []
+    seen = 0
+    for rel in shards.paths:
+        f = pq.ParquetFile(folder / rel)
+        for g in range(f.num_row_groups):
+            t = f.read_row_group(g, columns=["__key__", column])
+            for key, cell in zip(t.column("__key__").to_pylist(), t.column(column).to_pylist(), strict=True):
+                seen += 1
+                data = cell.get("bytes") if isinstance(cell, dict) else cell
+                if want.get(key) != sha256_bytes(data or b""):
+                    wrong.append(f"{rel}: {key}")
+    if wrong:
+        rep.fail("images", IMAGE_DIGESTS, f"{len(wrong)} image(s) differ from the digest recorded for their key "
+                                          f"(bytes moved between keys or replaced), e.g. {_examples(wrong)}")
+    elif seen != len(want):
+        rep.fail("images", IMAGE_DIGESTS, f"records {len(want):,} images, the shards hold {seen:,}")
+    else:
+        rep.add("images", IMAGE_DIGESTS, True, f"all {seen:,} images match the digest recorded for their key")
 
 
 RATE_HEADER_BYTES = 256  # codestream headers beyond OpenJPEG's rate target (bytes <= h*w/rate + headers)
@@ -816,6 +861,41 @@ def _check_polaris(folder: Path, release: Release, rep: ValidationReport, full: 
                 + (" and load with polaris-lib" if full else ""))
 
 
+def _check_rxrx3_core(folder: Path, release: Release, metadata: pd.DataFrame | None, rep: ValidationReport) -> None:
+    """The RxRx3-core drop-in files: ``metadata_rxrx3_core.csv`` is ``metadata.parquet`` in rxrx3-core's columns
+    (rxrx3 layout), ``OpenPhenom_rxrx3_core_embeddings.parquet`` the openphenom set's embeddings (when one exists)."""
+    files = release.files
+    rxrx3 = release.layout == "rxrx3"
+    if not rxrx3:
+        for name in (RXRX3_CORE_METADATA, RXRX3_CORE_EMBEDDINGS):
+            if name in files:
+                rep.fail("rxrx3-core", name, f"published by a {release.layout} release (only the rxrx3 layout has it)")
+        return
+    if RXRX3_CORE_METADATA not in files:
+        rep.fail("rxrx3-core", RXRX3_CORE_METADATA, "missing: an rxrx3-layout release publishes it (rebuild the "
+                                                    "release with rxcurate card)")
+    elif metadata is not None:
+        text = (folder / RXRX3_CORE_METADATA).read_bytes()
+        if text != rxrx3_core_metadata_text(metadata).encode("utf-8"):
+            rep.fail("rxrx3-core", RXRX3_CORE_METADATA, f"differs from {METADATA_PARQUET} written in rxrx3-core's "
+                                                        "columns (regenerate it with rxcurate card)")
+        else:
+            rep.add("rxrx3-core", RXRX3_CORE_METADATA, True, f"{RXRX3_CORE_METADATA}: the rows of {METADATA_PARQUET} "
+                                                             "in rxrx3-core's columns")
+    paths = {str(e.get("name")): str(e.get("path")) for e in release.embeddings}
+    op_set = openphenom_set(list(paths))
+    if op_set is None:
+        if RXRX3_CORE_EMBEDDINGS in files:
+            rep.fail("rxrx3-core", RXRX3_CORE_EMBEDDINGS, "published without an openphenom embedding set")
+    elif RXRX3_CORE_EMBEDDINGS not in files:
+        rep.fail("rxrx3-core", RXRX3_CORE_EMBEDDINGS, f"missing: the release has the openphenom set {op_set} (rebuild "
+                                                      "the release with rxcurate card)")
+    elif sha256_file(folder / RXRX3_CORE_EMBEDDINGS) != sha256_file(folder / paths[op_set]):
+        rep.fail("rxrx3-core", RXRX3_CORE_EMBEDDINGS, f"differs from {paths[op_set]} (it must be a copy of it)")
+    else:
+        rep.add("rxrx3-core", RXRX3_CORE_EMBEDDINGS, True, f"{RXRX3_CORE_EMBEDDINGS}: a copy of {paths[op_set]}")
+
+
 def validate_folder(folder: str | os.PathLike[str], *, full: bool = False, sample: int = DEFAULT_SAMPLE,
                     seed: int = 0, rerun: bool = True, target: str | None = None, version: str | None = None,
                     commit: str | None = None, checkout: bool = False) -> ValidationReport:
@@ -845,10 +925,12 @@ def validate_folder(folder: str | os.PathLike[str], *, full: bool = False, sampl
         metadata = guard("counts", METADATA_PARQUET, _check_counts_and_keys, folder, release, manifest, lock, shards,
                          rep)
         guard("images", DATA, _check_images, folder, release, shards, rep, full, sample, seed)
+        guard("images", IMAGE_DIGESTS, _check_image_digests, folder, release, shards, rep)
         guard("compression", REPORT, _check_compression, folder, release, manifest, shards, rep)
     guard("card", CARD, _check_card, folder, release, metadata, shards, rep)
     wells = sorted(metadata["well_id"].astype(str).unique()) if metadata is not None else []
     guard("embeddings", EMBEDDINGS_DIR, _check_embeddings, folder, release, wells, rep)
+    guard("rxrx3-core", RXRX3_CORE_METADATA, _check_rxrx3_core, folder, release, metadata, rep)
     guard("benchmarks", BENCHMARKS_DIR, _check_benchmarks, folder, release, rep, rerun)
     guard("benchmarks", RELEASE_JSON, _check_results_summary, folder, release, rep)
     guard("polaris", POLARIS_DIR, _check_polaris, folder, release, rep, full)

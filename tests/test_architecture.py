@@ -245,6 +245,7 @@ RELEASE_NAMES = {
     "embeddings.parquet", "tiles.parquet", "info.json", "benchmarks/definitions", "benchmarks/results",
     "benchmarks/truth", "probe.parquet", "probe.json", "probe.png", ".source.json", ".compress-state",
     ".embed-state", ".candidates", "train-*-of-*.parquet",
+    "metadata_rxrx3_core.csv", "OpenPhenom_rxrx3_core_embeddings.parquet",
 }
 
 

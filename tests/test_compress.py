@@ -229,7 +229,15 @@ def test_metadata_tables_report_and_checksums(baseline, tiny_rxrx3):
     sums = json.loads((work / "checksums.json").read_text())
     assert sums["data_version"] == result.data_version == report["data_version"]
     assert set(sums["files"]) == {f"data/{p.name}" for p in result.shards} | {
-        "metadata.csv", "metadata.parquet", "compression_report.json"}
+        "metadata.csv", "metadata.parquet", "compression_report.json", "image_digests.parquet"}
+    digests = pq.read_table(work / "image_digests.parquet").to_pydict()
+    stored = {}
+    for shard in result.shards:
+        t = pq.read_table(shard)
+        stored.update(zip(t.column("__key__").to_pylist(), (c["bytes"] for c in t.column("jp2").to_pylist()),
+                          strict=True))
+    assert digests["__key__"] == sorted(stored)
+    assert digests["sha256"] == [hashlib.sha256(stored[k]).hexdigest() for k in digests["__key__"]]
     for rel, v in sums["files"].items():
         assert hashlib.sha256((work / rel).read_bytes()).hexdigest() == v["sha256"]
         assert (work / rel).stat().st_size == v["size"]

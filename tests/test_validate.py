@@ -76,8 +76,10 @@ def test_full_decodes_every_image_sample_does_not(checkout):
     sample = validate_folder(checkout, sample=10, seed=3, rerun=False, checkout=True)
     assert full.ok and sample.ok
     n_images = json.loads((checkout / "release.json").read_text())["counts"]["images"]
-    (img_full,) = [f.message for f in full.findings if f.check == "images"]
-    (img_sample,) = [f.message for f in sample.findings if f.check == "images"]
+    (img_full,) = [f.message for f in full.findings if f.check == "images" and f.file == "data/"]
+    (img_sample,) = [f.message for f in sample.findings if f.check == "images" and f.file == "data/"]
+    digests = [f.message for f in sample.findings if f.file == "image_digests.parquet"]
+    assert digests == [f"all {n_images:,} images match the digest recorded for their key"]
     assert img_full.startswith(f"{n_images:,} of {n_images:,}") and img_sample.startswith(f"10 of {n_images:,}")
 
 
@@ -447,3 +449,23 @@ def test_a_symlink_in_a_folder_is_a_finding(checkout, tmp_path):
     (checkout / "metadata.csv").symlink_to(outside)
     rep = validate_folder(checkout, rerun=False, checkout=True)
     _assert_caught(rep, "metadata.csv", "symbolic link", "copy the file")
+
+
+def test_image_bytes_swapped_between_two_keys_are_caught(checkout):
+    """Swapping two images' bytes keeps the shard well-formed; with the shard re-hashed in release.json only the
+    per-key digests compress recorded (image_digests.parquet) catch it, naming the keys."""
+    shard = sorted((checkout / "data").glob("*.parquet"))[0]
+    rel = f"data/{shard.name}"
+
+    def swap(t):
+        col = t.column("jp2").combine_chunks()
+        rows = col.to_pylist()
+        rows[0], rows[1] = rows[1], rows[0]
+        rows[0]["path"], rows[1]["path"] = rows[1]["path"], rows[0]["path"]
+        return t.set_column(t.schema.get_field_index("jp2"), "jp2", pa.array(rows, type=col.type))
+
+    rewrite_parquet(shard, swap)
+    rehash(checkout, rel)
+    keys = pa.parquet.read_table(shard, columns=["__key__"]).column("__key__").to_pylist()[:2]
+    rep = validate_folder(checkout, rerun=False, checkout=True)
+    _assert_caught(rep, "image_digests.parquet", "2 image(s) differ from the digest recorded for their key", keys[0])

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from rxcurate.card import card_data_hash
+from rxcurate.consume.wells import Wells
 from rxcurate.errors import PullError, RxcurateError
 from rxcurate.io import atomic_path, atomic_write_json, sha256_file
 from rxcurate.layout import (
@@ -40,6 +41,8 @@ from rxcurate.layout import (
     METADATA_PARQUET,
     POLARIS_DIR,
     RELEASE_JSON,
+    RXRX3_CORE_EMBEDDINGS,
+    RXRX3_CORE_METADATA,
     Release,
     parse_release_json,
 )
@@ -49,7 +52,7 @@ from rxcurate.publish.targets import Target, parse_version, relabel, resolve_tar
 
 CACHE_RECORD = ".rxcurate-cache.json"
 PARTS = ("images", "metadata", "embeddings", "benchmarks", "card", "lockfile", "polaris")
-LOAD_PARTS = ("images", "metadata", "embeddings/<name>")
+LOAD_PARTS = ("images", "metadata", "embeddings/<name>", "wells")
 
 
 # --------------------------------------------------------------------------------------------------- sources
@@ -96,9 +99,9 @@ def part_files(release: Release | Mapping[str, Any], part: str, files: Mapping[s
     if part == "images":
         return sorted(f for f in files if f.startswith(f"{DATA_DIR}/") and f.endswith(".parquet"))
     if part == "metadata":
-        return sorted(f for f in files if f in (METADATA_CSV, METADATA_PARQUET))
+        return sorted(f for f in files if f in (METADATA_CSV, METADATA_PARQUET, RXRX3_CORE_METADATA))
     if part == "embeddings":
-        return sorted(f for f in files if f.startswith(f"{EMBEDDINGS_DIR}/"))
+        return sorted(f for f in files if f.startswith(f"{EMBEDDINGS_DIR}/") or f == RXRX3_CORE_EMBEDDINGS)
     if part.startswith(f"{EMBEDDINGS_DIR}/"):
         name = part.split("/", 1)[1].strip("/")
         return sorted(f for f in files if f.startswith(f"{EMBEDDINGS_DIR}/{name}/"))
@@ -339,7 +342,9 @@ def load(target: str, version: str | None = None, part: str = "images", *, strea
     - ``images``: a ``datasets.Dataset`` (``__key__``, ``jp2`` decoded to uint8 numpy arrays); with
       ``streaming=True`` a ``datasets.IterableDataset`` that fetches (and verifies) one shard at a time;
     - ``metadata``: a pandas DataFrame of ``metadata.parquet``;
-    - ``embeddings/<name>`` (or ``embeddings`` when the version has a single set): a pandas DataFrame.
+    - ``embeddings/<name>`` (or ``embeddings`` when the version has a single set): a pandas DataFrame;
+    - ``wells``: a :class:`rxcurate.consume.wells.Wells` over the pulled images and metadata, yielding
+      ``(array[6, H, W] uint8, metadata row)`` per well (``.torch()``: a torch ``IterableDataset``).
     """
     full = _target_with_version(target, version, hub)
     p = part.strip().strip("/")
@@ -354,6 +359,8 @@ def load(target: str, version: str | None = None, part: str = "images", *, strea
         files = [str(res.path(f)) for f in part_files(res.release, "images")]
         ds = datasets.Dataset.from_parquet(files, cache_dir=str(res.folder / ".datasets-cache"))
         return ds.with_format("numpy")
+    if p == "wells":
+        return Wells(pull(full, ["images", "metadata"], hub=hub, cache=cache, endpoint=endpoint).folder)
     if p == "metadata":
         res = pull(full, ["metadata"], hub=hub, cache=cache, endpoint=endpoint)
         return pd.read_parquet(res.path(METADATA_PARQUET))
