@@ -48,6 +48,7 @@ from rxcurate.benchmarks import (
     validate_definition,
     validate_results,
 )
+from rxcurate.benchmarks.runner import flatten
 from rxcurate.card import IMAGES_CONFIG, METADATA_CONFIG, build_card, data_hash_of, split_card, strip_prose
 from rxcurate.errors import ReleaseValidationError, RxcurateError
 from rxcurate.io import canonical_hash, read_json, sha256_bytes, sha256_file
@@ -499,15 +500,6 @@ def image_sizes(folder: Path, shards: _Shards, column: str) -> np.ndarray:
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
 
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping):
-        out: dict[str, Any] = {}
-        for k in sorted(tree):
-            out.update(_leaves(tree[k], f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: tree}
-
-
 def _check_compression(folder: Path, release: Release, manifest: Manifest | None, shards: _Shards,
                        rep: ValidationReport) -> None:
     """The compression report's byte counts re-measured from the shards, the declared codec the same in
@@ -524,8 +516,8 @@ def _check_compression(folder: Path, release: Release, manifest: Manifest | None
                                   "median": float(np.median(sizes)), "max": int(sizes.max())},
                     "uncompressed_8bit_per_image": pixels,
                     "compression_ratio": round(pixels / float(sizes.mean()), 3)}
-        claimed = _leaves(report.get("bytes") or {})
-        for key, value in _leaves(measured).items():
+        claimed = flatten(report.get("bytes") or {}, sep=".")
+        for key, value in flatten(measured, sep=".").items():
             if claimed.get(key) != value:
                 rep.fail("compression", REPORT, f"bytes.{key} is {claimed.get(key)}, the shards measure {value}")
                 ok = False

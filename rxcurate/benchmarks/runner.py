@@ -319,11 +319,12 @@ def _file_entry(path: PathLike, rows: int) -> dict[str, Any]:
     return {"file": Path(path).name, "sha256": sha256_file(path), "rows": int(rows)}
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
+def flatten(obj: Any, prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """The leaves of a nested mapping keyed by their joined paths (``a/b/c``), keys sorted."""
+    if isinstance(obj, Mapping):
         out: dict[str, Any] = {}
         for k in sorted(obj):
-            out.update(_flatten(obj[k], f"{prefix}/{k}" if prefix else str(k)))
+            out.update(flatten(obj[k], f"{prefix}{sep}{k}" if prefix else str(k), sep))
         return out
     return {prefix: obj}
 
@@ -368,7 +369,7 @@ def compare_results(
         a, b = (pin["truth"].get(name) or {}).get("sha256"), (rin["truth"].get(name) or {}).get("sha256")
         if a != b:
             problems.append(f"truth {name!r} differs: published sha256 {a}, re-run sha256 {b}")
-    pub, new = _flatten(published["metrics"]), _flatten(rerun["metrics"])
+    pub, new = flatten(published["metrics"]), flatten(rerun["metrics"])
     for path in sorted(set(pub) | set(new)):
         if path not in new:
             problems.append(f"metric {path} is missing from the re-run")
