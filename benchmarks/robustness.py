@@ -59,7 +59,7 @@ for _p in (str(ROOT), str(TESTS)):
         sys.path.insert(0, _p)
 
 from release_fixture import REPO_ID, build_release  # noqa: E402
-from test_fuzz_manifest import BASE, CORPUS, PATHS, TINY, _parent  # noqa: E402
+from test_fuzz_manifest import BASE, CORPUS, PATHS, TINY, with_field  # noqa: E402
 from test_hostile_select import NONDETERMINISTIC, YAML_ATTACKS  # noqa: E402
 from test_submit_fuzz import _apply  # noqa: E402
 
@@ -150,13 +150,7 @@ def _dump(doc: Any) -> str:
 
 
 def _set(path: tuple, value: Any) -> str:
-    doc = copy.deepcopy(BASE)
-    parent = _parent(doc, path)
-    if value is KeyError:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
-    return _dump(doc)
+    return _dump(with_field(path, value))
 
 
 WRONG_VALUES: list[tuple[str, Any]] = [

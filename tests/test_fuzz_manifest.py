@@ -52,6 +52,17 @@ def _parent(doc: Any, path: tuple) -> Any:
     return doc
 
 
+def with_field(path: tuple, value: Any) -> dict:
+    """A copy of the base manifest with the field at ``path`` set to ``value`` (``KeyError``: deleted)."""
+    doc = copy.deepcopy(BASE)
+    parent = _parent(doc, path)
+    if value is KeyError:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return doc
+
+
 def run_cli(args: list[str]) -> tuple[int | str, str, str]:
     """(exit code, stdout, stderr) of `rxcurate ARGS` in-process; an escaping exception is a test failure."""
     out, err = io.StringIO(), io.StringIO()
@@ -179,13 +190,7 @@ def test_mutated_manifest_is_valid_or_a_clean_error(doc, tiny_rxrx3, monkeypatch
                        st.sampled_from([float("nan"), float("inf"), float("-inf"), 0.5, -2.5])))
 def test_missing_or_wrongly_typed_required_field_fails_cleanly(path, value, tiny_rxrx3, monkeypatch):
     monkeypatch.setenv("RXCURATE_PROGRESS", "0")
-    doc = copy.deepcopy(BASE)
-    parent = _parent(doc, path)
-    if value is KeyError:
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
-    code, out, err, new = select_case(yaml.safe_dump(doc, sort_keys=False), tiny_rxrx3)
+    code, out, err, new = select_case(yaml.safe_dump(with_field(path, value), sort_keys=False), tiny_rxrx3)
     assert_clean_error(code, out, err)
     assert not new
 
