@@ -15,16 +15,18 @@ TARGET ?= local
 WORKDIR ?= build/$(basename $(notdir $(MANIFEST)))
 SEED ?= 0
 
-.PHONY: install install-timm install-efaar test test-timm test-efaar test-fast lint release clean help
+.PHONY: install install-timm install-efaar install-polaris test test-timm test-efaar test-polaris test-fast lint release clean help
 
 help:
 	@echo "make release   build, publish and validate a release (MANIFEST=, SOURCE=, TARGET= to override)"
 	@echo "make test      run the test suite (then the timm tests in .venv-timm; TIMM=0 skips them, and the"
-	@echo "               comparisons with efaar_benchmarking in .venv-efaar; EFAAR=0 skips them)"
+	@echo "               comparisons with efaar_benchmarking in .venv-efaar; EFAAR=0 skips them, and the"
+	@echo "               Polaris tests with stock polaris-lib in .venv-polaris; POLARIS=0 skips them)"
 	@echo "make lint      ruff + mypy (strict on the shared interfaces)"
 	@echo "make install   create/refresh the .venv (idempotent)"
 
-install: $(STAMP)
+# The core venv, and polaris-lib in its own (rxcurate[polaris]; see install-polaris below).
+install: $(STAMP) $(POLARIS_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,10 +39,12 @@ $(STAMP): pyproject.toml
 # Recursion's reference code in .venv-efaar (EFAAR=0 skips those).
 TIMM ?= 1
 EFAAR ?= 1
+POLARIS ?= 1
 test: install
 	$(BIN)/python -m pytest -q -ra
 	@if [ "$(TIMM)" != "0" ]; then $(MAKE) --no-print-directory test-timm; fi
 	@if [ "$(EFAAR)" != "0" ]; then $(MAKE) --no-print-directory test-efaar; fi
+	@if [ "$(POLARIS)" != "0" ]; then $(MAKE) --no-print-directory test-polaris; fi
 
 # timm needs a torchvision build matching torch, and PyPI has none for the CPU torch wheel: .venv-timm holds
 # torch + torchvision + timm (PyPI's CUDA builds, which run on the CPU too) and reads every other package from
@@ -93,6 +97,30 @@ $(EFAAR_STAMP): $(STAMP)
 test-efaar: $(EFAAR_STAMP)
 	$(EFAAR_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_efaar_reference.py
 
+# polaris-lib 0.13 pins pyarrow < 18 (the core needs >= 21), so `rxcurate[polaris]` gets its own venv: polaris-lib,
+# datasets 4.0 and pandas 2 (the newest that work with pyarrow 17 and the fsspec datasets 4.0 allows), rxcurate
+# itself (--no-deps) and every other package read from .venv (a .pth file, as .venv-timm). The core writes the
+# Polaris artifacts without polaris-lib; tests/with_polaris/ loads them with stock polaris-lib here, and
+# `.venv-polaris/bin/rxcurate publish FOLDER --to polaris://OWNER/BENCHMARK` uploads results from here.
+POLARIS_VENV ?= .venv-polaris
+POLARIS_SPEC ?= polaris-lib==0.13.0 "datasets>=4.0,<4.1" "pandas>=2.1,<3" pytest
+POLARIS_STAMP := $(POLARIS_VENV)/.installed-stamp
+
+install-polaris: $(POLARIS_STAMP)
+
+$(POLARIS_STAMP): $(STAMP)
+	@test -x $(POLARIS_VENV)/bin/python || $(PYTHON) -m venv $(POLARIS_VENV)
+	$(POLARIS_VENV)/bin/python -m pip install -q --disable-pip-version-check $(POLARIS_SPEC)
+	$(POLARIS_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	main=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	own=$$($(POLARIS_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	echo "import site; site.addsitedir('$$main')" > "$$own/zz_rxcurate_main_venv.pth"
+	$(POLARIS_VENV)/bin/python -c "import polaris, rxcurate.publish.polaris; print('polaris-lib', polaris.__version__, 'ok')"
+	@touch $(POLARIS_STAMP)
+
+test-polaris: $(POLARIS_STAMP)
+	$(POLARIS_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/with_polaris
+
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
@@ -108,4 +136,4 @@ release: install
 		$(if $(SOURCE),--source $(SOURCE),)
 
 clean:
-	rm -rf build $(TIMM_VENV) $(EFAAR_VENV)
+	rm -rf build $(TIMM_VENV) $(EFAAR_VENV) $(POLARIS_VENV)

@@ -76,6 +76,7 @@ from rxcurate.layout import (  # noqa: E402
     EMBED_STATE,
     EMBEDDINGS_DIR,
     LOCKFILE,
+    SOURCE_HINT,
     embedding_set_name,
     embeddings_path,
     is_visible,
@@ -397,6 +398,9 @@ def prepare_round(stage: str, ref: Path, dest: Path) -> None:
     if stage == "compress":
         dest.mkdir(parents=True)
         shutil.copy2(ref / LOCKFILE, dest / LOCKFILE)
+        # select's local fingerprints (source root + each image's mtime_ns): compress checks them as it reads the
+        # same source (without them it would check the sizes only)
+        shutil.copy2(ref / SOURCE_HINT, dest / SOURCE_HINT)
     else:
         shutil.copytree(ref, dest, ignore=lambda d, names: [EMBEDDINGS_DIR] if Path(d) == ref else [])
 

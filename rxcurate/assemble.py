@@ -31,6 +31,7 @@ from rxcurate.io import atomic_path, atomic_write_bytes, atomic_write_json, atom
 from rxcurate.layout import (
     BENCHMARKS_DIR,
     CARD,
+    CARD_ASSETS_DIR,
     CHANGELOG,
     EMBEDDINGS_DIR,
     LOCKFILE,
@@ -242,6 +243,22 @@ def write_rxrx3_core(inputs: ReleaseInputs) -> None:
             shutil.copyfile(src, tmp)
 
 
+def write_card_assets(folder: Path, assets: dict[str, bytes]) -> None:
+    """Write the card's images (``card/``) whose bytes changed and remove the ones this build did not render (a
+    stale plot is never published)."""
+    for rel, data in sorted(assets.items()):
+        path = folder / rel
+        if not path.is_file() or path.read_bytes() != data:
+            atomic_write_bytes(path, data)
+    base = folder / CARD_ASSETS_DIR
+    if base.is_dir():
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and p.relative_to(folder).as_posix() not in assets:
+                p.unlink()
+        if not any(base.iterdir()):
+            base.rmdir()
+
+
 @dataclass
 class AssembleResult:
     folder: Path
@@ -351,8 +368,9 @@ def assemble(manifest: Manifest, workdir: str | os.PathLike[str] | None = None, 
         build_for_release(folder, name=manifest.name, description=(
             f"Compound-gene activity pairs of {repo_id_of(manifest)} {manifest.version} (zero-shot drug-target "
             f"interaction): score each (treatment, gene_symbol) pair, e.g. by |cosine| of their embeddings."),
-            license=manifest.card.get("license") or manifest.license, definition=cga.definition,
-            results=cga.results, metadata=inputs.metadata)
+            license=manifest.license or manifest.card.get("license"), definition=cga.definition,
+            results=cga.results, metadata=inputs.metadata,
+            repo_id=repo_id_of(manifest), version=manifest.version)
         built_polaris = True
     elif (folder / POLARIS_DIR).exists():
         shutil.rmtree(folder / POLARIS_DIR)  # stale artifacts of another build: never publish them
@@ -362,6 +380,7 @@ def assemble(manifest: Manifest, workdir: str | os.PathLike[str] | None = None, 
     if not (folder / CHANGELOG).is_file() or (folder / CHANGELOG).read_text(encoding="utf-8") != changelog:
         write_changelog(folder, changelog)
     card = build_card(inputs, changelog)
+    write_card_assets(folder, card.assets)
     names = [n for n in release_files(folder) if n not in (CARD, RELEASE_JSON)]
     files = hashed_files(folder, names)
     doc = build_release_json(inputs, card.data_hash, files)

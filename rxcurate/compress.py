@@ -5,9 +5,14 @@ Two phases, both resumable, state in ``<workdir>/.compress-state/`` (:class:`rxc
 1. **Encode.** Wells, in ``__key__`` order, are cut into fixed units of ``WELLS_PER_UNIT`` wells (a constant, so
    units never depend on ``--workers`` or timing). The runner (:mod:`rxcurate.runners`: a local process pool,
    in-process when ``workers == 1``, or Ray tasks) runs :func:`encode_unit` on each pending unit: it reads each
-   source PNG, checks its sha256 against the lockfile, decodes, crops, converts to 8 bits and encodes it, and
-   returns the unit file's bytes, which this process writes to ``units/uNNNNNN.arrow`` atomically (temp file +
-   rename) as they arrive. A unit file therefore exists only when complete: it is the checkpoint.
+   source PNG once (issue 17: select read only its header), refusing it before reading when its size or mtime
+   differs from select's fingerprint (the lockfile's ``size``, the local ``.source.json``'s ``mtime_ns``), hashes
+   the bytes it read (sha256, recorded as ``source_sha256`` in ``image_digests.parquet``), decodes, crops, converts
+   to 8 bits and encodes it, and returns the unit file's bytes, which this process writes to
+   ``units/uNNNNNN.arrow`` atomically (temp file + rename) as they arrive. A unit file therefore exists only when
+   complete: it is the checkpoint. Without select's mtimes for this source (a lockfile copied to another machine,
+   or ``--source`` naming a copy) only the sizes are checked. A changed source stops the run even with
+   ``transform.on_error: skip``: the lockfile no longer describes it.
 2. **Pack.** Once every unit exists, the shard plan is computed from the *actual* encoded sizes (whole wells,
    greedy up to ``output.shard_bytes``) and saved as ``plan.json``; shards are then written one by one
    (atomically) into ``data/``, each followed by a ``done/<shard>.json`` marker with its sha256 and size. Unit
@@ -63,9 +68,11 @@ from rxcurate.layout import (
     METADATA_PARQUET,
     REPORT,
     SHARD_GLOB,
+    SOURCE_SHA256,
     Lockfile,
     read_lockfile,
     shard_name,
+    source_fingerprints,
 )
 from rxcurate.manifest import Manifest, Transform, data_version
 from rxcurate.progress import log, progress
@@ -74,12 +81,14 @@ from rxcurate.shards import pack, write_shard
 from rxcurate.source import RXRX1, read_regular_file
 from rxcurate.transform import check_crop_fits, decode, max_abs_error, psnr, transform_image
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: units carry the source images' sha256
 WELLS_PER_UNIT = 8
 UNIT_META_KEY = b"rxcurate.unit"
 DONE_DIR = "done"  # in the state folder: one marker per finished shard
 PLAN = "plan.json"  # in the state folder: the shard plan, once every unit is encoded
-UNIT_SCHEMA = pa.schema([("well_id", pa.string()), ("__key__", pa.string()), ("data", pa.binary())])
+UNIT_SCHEMA = pa.schema([("well_id", pa.string()), ("__key__", pa.string()), ("data", pa.binary()),
+                         (SOURCE_SHA256, pa.string())])
+NO_MTIME = -1  # a UnitTask image without select's mtime_ns fingerprint: only its size is checked
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -89,7 +98,8 @@ UNIT_SCHEMA = pa.schema([("well_id", pa.string()), ("__key__", pa.string()), ("d
 class UnitTask:
     index: int
     source: str
-    wells: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...]  # (well_id, ((key, relpath, sha256), ...))
+    # (well_id, ((key, relpath, size, mtime_ns or NO_MTIME), ...)): select's fingerprint of each source image
+    wells: tuple[tuple[str, tuple[tuple[str, str, int, int], ...]], ...]
     transform: Transform
     dtype: str
     shape: tuple[int, int]
@@ -101,21 +111,38 @@ def in_sample(key: str, seed: int, threshold: int) -> bool:
     return h < threshold
 
 
-def _encode_image(task: UnitTask, key: str, rel: str, sha: str, stats: dict[str, int],
-                  samples: list[dict[str, Any]]) -> bytes:
+class SourceChangedError(CompressError):
+    """A source image differs from select's fingerprint (size or mtime): never skipped, the lockfile is stale."""
+
+
+def _changed(path: Path, what: str) -> SourceChangedError:
+    return SourceChangedError(f"{path}: source image changed since rxcurate select ({what}); rerun rxcurate select "
+                              "(it records each image's size and modification time), or restore the original file")
+
+
+def _check_fingerprint(path: Path, size: int, mtime_ns: int, st: os.stat_result) -> None:
+    if st.st_size != size:
+        raise _changed(path, f"{st.st_size} bytes, the lockfile records {size}")
+    if mtime_ns != NO_MTIME and st.st_mtime_ns != mtime_ns:
+        raise _changed(path, f"modified at mtime_ns {st.st_mtime_ns}, select saw {mtime_ns}")
+
+
+def _encode_image(task: UnitTask, key: str, rel: str, size: int, mtime_ns: int, stats: dict[str, int],
+                  samples: list[dict[str, Any]]) -> tuple[bytes, str]:
+    """(encoded bytes, sha256 of the source bytes): the one read of a source image in a release."""
     path = Path(task.source) / rel
     fix = "restore it and rerun, or set transform.on_error: skip in the manifest to drop its well"
     try:
-        data = read_regular_file(path)
+        data, _ = read_regular_file(path, check=lambda st: _check_fingerprint(path, size, mtime_ns, st))
     except FileNotFoundError:
         raise CompressError(f"{path}: source image is missing; {fix}") from None
     except IsADirectoryError:
         raise CompressError(f"{path}: source image is not a regular file (a FIFO, device or folder); {fix}") from None
     except OSError as exc:
         raise CompressError(f"{path}: source image is unreadable ({exc.strerror}); {fix}") from None
-    if sha256_bytes(data) != sha:
-        raise CompressError(f"{path}: source image changed since rxcurate select (sha256 differs from the lockfile); "
-                            f"rerun rxcurate select, or restore the original file")
+    if len(data) != size:  # written to while it was read
+        raise _changed(path, f"{len(data)} bytes read, the lockfile records {size}")
+    source_sha = sha256_bytes(data)
     try:
         img = imagecodecs.png_decode(data)
     except Exception as exc:  # imagecodecs raises PngError and others for damaged data
@@ -138,7 +165,7 @@ def _encode_image(task: UnitTask, key: str, rel: str, sha: str, stats: dict[str,
         p = psnr(img8, back)
         samples.append({"key": key, "psnr": None if math.isinf(p) else round(p, 6),
                         "max_abs_error": max_abs_error(img8, back), "bytes": len(blob)})
-    return blob
+    return blob, source_sha
 
 
 def encode_unit(task: UnitTask) -> tuple[bytes, dict[str, Any]]:
@@ -147,6 +174,7 @@ def encode_unit(task: UnitTask) -> tuple[bytes, dict[str, Any]]:
     well_col: list[str] = []
     key_col: list[str] = []
     blobs: list[bytes] = []
+    source_shas: list[str] = []
     stats = {"clipped_low": 0, "clipped_high": 0, "pixels": 0}
     samples: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -154,9 +182,9 @@ def encode_unit(task: UnitTask) -> tuple[bytes, dict[str, Any]]:
         well_stats = dict.fromkeys(stats, 0)
         well_samples: list[dict[str, Any]] = []
         try:
-            encoded = [_encode_image(task, k, r, s, well_stats, well_samples) for k, r, s in images]
+            encoded = [_encode_image(task, k, r, size, mtime, well_stats, well_samples) for k, r, size, mtime in images]
         except CompressError as exc:
-            if task.transform.on_error != "skip":
+            if task.transform.on_error != "skip" or isinstance(exc, SourceChangedError):
                 raise
             # paths relative to the source root: the report must not depend on where the source lives
             skipped.append({"well_id": well_id, "error": str(exc).replace(task.source.rstrip("/") + "/", "")})
@@ -165,10 +193,12 @@ def encode_unit(task: UnitTask) -> tuple[bytes, dict[str, Any]]:
             stats[k] += well_stats[k]
         samples.extend(well_samples)
         well_col.extend([well_id] * len(images))
-        key_col.extend(k for k, _, _ in images)
-        blobs.extend(encoded)
+        key_col.extend(k for k, _, _, _ in images)
+        blobs.extend(b for b, _ in encoded)
+        source_shas.extend(d for _, d in encoded)
     meta = {"stats": stats, "samples": samples, "skipped": skipped}
-    table = pa.table([pa.array(well_col, pa.string()), pa.array(key_col, pa.string()), pa.array(blobs, pa.binary())],
+    table = pa.table([pa.array(well_col, pa.string()), pa.array(key_col, pa.string()), pa.array(blobs, pa.binary()),
+                      pa.array(source_shas, pa.string())],
                      schema=UNIT_SCHEMA.with_metadata({UNIT_META_KEY: json.dumps(meta, sort_keys=True).encode()}))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
@@ -195,13 +225,17 @@ class CompressResult:
     up_to_date: bool = False
 
 
-def _ordered_wells(lock: Lockfile) -> list[tuple[str, tuple[tuple[str, str, str], ...]]]:
+def _ordered_wells(lock: Lockfile, mtimes: list[int] | None) -> list[tuple[str, tuple[tuple[str, str, int, int], ...]]]:
+    """The lockfile's wells with select's fingerprint of each image (``mtimes``: select's mtime_ns of every image in
+    lockfile order, or None: sizes only), in ``__key__`` order."""
     t = lock.table
     ids = t.column("well_id").to_pylist()
     keys = t.column("keys").to_pylist()
     paths = t.column("images").to_pylist()
-    shas = t.column("sha256").to_pylist()
-    wells = [(w, tuple(zip(k, p, s, strict=True))) for w, k, p, s in zip(ids, keys, paths, shas, strict=True)]
+    sizes = t.column("size").to_pylist()
+    flat = iter(mtimes if mtimes is not None else [NO_MTIME] * sum(len(k) for k in keys))
+    wells = [(w, tuple((k_, p_, int(s_), next(flat)) for k_, p_, s_ in zip(k, p, s, strict=True)))
+             for w, k, p, s in zip(ids, keys, paths, sizes, strict=True)]
     wells.sort(key=lambda w: w[1][0][0])  # by first __key__: wells are contiguous blocks of the key order
     return wells
 
@@ -259,7 +293,11 @@ def compress(manifest: Manifest, *, source: str | os.PathLike[str] | None = None
         state.remove_temp_files()
         remove_temp_files(out / DATA_DIR, [SHARD_GLOB])
         remove_temp_files(out, [METADATA_CSV, METADATA_PARQUET, REPORT, CHECKSUMS, IMAGE_DIGESTS])
-        wells = _ordered_wells(lock)
+        mtimes = source_fingerprints(out, lock.content_hash, src)
+        if mtimes is None:
+            log(f"{out}: no modification times from rxcurate select for the source {src} (another machine or a copy): "
+                "checking the sizes of the source images only")
+        wells = _ordered_wells(lock, mtimes)
         plan_path = state.folder / PLAN
         if not plan_path.is_file():
             _encode_all(manifest, lock, src, wells, state, workers, runner)
@@ -356,16 +394,16 @@ def _make_plan(manifest: Manifest, wells: list[Any], state: Checkpoint, version:
 
 
 def _pack(manifest: Manifest, plan: dict[str, Any], state: Checkpoint, out: Path
-          ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Write the shards (resumable per shard); returns their records and ``(__key__, sha256 of the image bytes)``
-    of every image, in shard order."""
+          ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    """Write the shards (resumable per shard); returns their records and ``(__key__, sha256 of the image bytes,
+    sha256 of its source image)`` of every image, in shard order."""
     data = out / DATA_DIR
     data.mkdir(parents=True, exist_ok=True)
     ext = manifest.transform.codec.extension
     shards = plan["shards"]
     unit_last = plan["unit_last_shard"]
     results: list[dict[str, Any]] = []
-    digests: list[tuple[str, str]] = []
+    digests: list[tuple[str, str, str]] = []
     with progress(len(shards), "write shards", "shards") as advance:
         for i, s in enumerate(shards):
             dest = data / s["name"]
@@ -373,24 +411,25 @@ def _pack(manifest: Manifest, plan: dict[str, Any], state: Checkpoint, out: Path
             if marker.is_file() and dest.is_file():
                 done = read_json(marker)
                 if dest.stat().st_size == done["size"] and "digests" in done:
-                    digests.extend((str(k), str(d)) for k, d in done.pop("digests"))
+                    digests.extend((str(k), str(d), str(sd)) for k, d, sd in done.pop("digests"))
                     results.append(done)
                     advance(1)
                     continue
-            keys, blobs = [], []
+            keys, blobs, sources = [], [], []
             for u, r0, r1 in s["segments"]:
                 table, _ = read_unit(_unit_path(state, u))
                 part = table.slice(r0, r1 - r0)
                 keys.append(part.column("__key__"))
                 blobs.append(part.column("data"))
+                sources.extend(part.column(SOURCE_SHA256).to_pylist())
             keys_c = pa.chunked_array([c for k in keys for c in k.chunks], pa.string())
             blobs_c = pa.chunked_array([c for b in blobs for c in b.chunks], pa.binary())
             write_shard(dest, keys_c, blobs_c, manifest.row_group_bytes, ext)
-            shard_digests = [[k, sha256_bytes(b)] for k, b in zip(keys_c.to_pylist(), blobs_c.to_pylist(),
-                                                                    strict=True)]
+            shard_digests = [[k, sha256_bytes(b), sd] for k, b, sd in zip(keys_c.to_pylist(), blobs_c.to_pylist(),
+                                                                            sources, strict=True)]
             done = {"name": s["name"], "sha256": sha256_file(dest), "size": dest.stat().st_size}
             atomic_write_json(marker, {**done, "digests": shard_digests})
-            digests.extend((k, d) for k, d in shard_digests)
+            digests.extend((k, d, sd) for k, d, sd in shard_digests)
             results.append(done)
             for u, last in enumerate(unit_last):
                 if last == i:
@@ -418,7 +457,7 @@ def _metadata_table(lock: Lockfile, wells: set[str]) -> pa.Table:
 
 
 def _finish(manifest: Manifest, lock: Lockfile, plan: dict[str, Any], shards: list[dict[str, Any]],
-            digests: list[tuple[str, str]], out: Path, version: str, key: dict[str, Any]) -> CompressResult:
+            digests: list[tuple[str, str, str]], out: Path, version: str, key: dict[str, Any]) -> CompressResult:
     data = out / DATA_DIR
     names = {s["name"] for s in shards}
     for stale in data.glob(SHARD_GLOB):
@@ -430,8 +469,9 @@ def _finish(manifest: Manifest, lock: Lockfile, plan: dict[str, Any], shards: li
     atomic_write_text(out / METADATA_CSV, meta.to_pandas().to_csv(index=False, lineterminator="\n"))
     report = _report(manifest, lock, plan, shards, version)
     atomic_write_json(out / REPORT, report)
-    table = pa.table({"__key__": pa.array([k for k, _ in digests], pa.string()),
-                      "sha256": pa.array([d for _, d in digests], pa.string())})
+    table = pa.table({"__key__": pa.array([k for k, _, _ in digests], pa.string()),
+                      "sha256": pa.array([d for _, d, _ in digests], pa.string()),
+                      SOURCE_SHA256: pa.array([sd for _, _, sd in digests], pa.string())})
     with atomic_path(out / IMAGE_DIGESTS) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     files = {f"{DATA_DIR}/{s['name']}": {"sha256": s["sha256"], "size": s["size"]} for s in shards}
@@ -488,6 +528,64 @@ def _report(manifest: Manifest, lock: Lockfile, plan: dict[str, Any], shards: li
         },
         "skipped_wells": plan["skipped"],
     }
+
+
+def verify_source_digests(workdir: str | os.PathLike[str], source: str | os.PathLike[str] | None = None
+                          ) -> dict[str, Any]:
+    """The explicit full-hash pass (``rxcurate inspect --verify``): read and sha256-hash every source image of the
+    lockfile in ``workdir`` and compare its size with the lockfile and its digest with the ``source_sha256``
+    compress recorded in ``image_digests.parquet`` (images of skipped wells have none: only their size is checked).
+
+    Returns ``{"images", "hashed_bytes", "digests_compared"}``; raises :class:`CompressError` naming the first
+    images that differ and the fix.
+    """
+    out = Path(workdir)
+    lock = read_lockfile(out)
+    if source is not None:
+        src = Path(source)
+    elif lock.info.get("source_root"):
+        src = Path(lock.info["source_root"])
+    else:
+        raise CompressError(f"{out}: no source folder recorded on this machine: pass the screen rxcurate select read")
+    if not src.is_dir():
+        raise CompressError(f"source folder {src} does not exist: pass the screen rxcurate select read")
+    recorded: dict[str, str] = {}
+    digests_path = out / IMAGE_DIGESTS
+    if digests_path.is_file():
+        try:
+            t = pq.read_table(digests_path)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise CompressError(f"{digests_path} is unreadable ({exc}): rerun rxcurate compress --force") from None
+        if SOURCE_SHA256 in t.column_names:
+            recorded = dict(zip(t.column("__key__").to_pylist(), t.column(SOURCE_SHA256).to_pylist(), strict=True))
+    t = lock.table
+    items = [(k, p, int(n)) for keys, paths, sizes in zip(t.column("keys").to_pylist(), t.column("images").to_pylist(),
+                                                           t.column("size").to_pylist(), strict=True)
+             for k, p, n in zip(keys, paths, sizes, strict=True)]
+    bad: list[str] = []
+    hashed = compared = 0
+    with progress(len(items), "verify source images", "images") as advance:
+        for key, rel, size in items:
+            path = src / rel
+            try:
+                data, _ = read_regular_file(path)
+            except OSError as exc:
+                bad.append(f"{path}: unreadable ({exc.strerror or type(exc).__name__})")
+                advance(1)
+                continue
+            hashed += len(data)
+            if len(data) != size:
+                bad.append(f"{path}: {len(data)} bytes, the lockfile records {size}")
+            elif key in recorded:
+                compared += 1
+                if sha256_bytes(data) != recorded[key]:
+                    bad.append(f"{path}: sha256 differs from the source_sha256 compress recorded for {key}")
+            advance(1)
+    if bad:
+        raise CompressError(f"{len(bad)} source image(s) differ from the release in {out}, e.g. "
+                            + "; ".join(bad[:3]) + ": restore the original files, or rerun rxcurate select and "
+                            "rxcurate compress --force")
+    return {"images": len(items), "hashed_bytes": hashed, "digests_compared": compared}
 
 
 def check_manifest_codec(manifest: Manifest) -> None:

@@ -53,7 +53,9 @@ from rxcurate.layout import (
     content_hash,
     embedding_set_name,
     read_lockfile,
+    source_fingerprints,
     write_lockfile,
+    write_source_fingerprints,
     write_source_hint,
 )
 from rxcurate.manifest import FilterSpec, Manifest, filter_embedding_entry
@@ -284,7 +286,15 @@ def curate(manifest: Manifest, workdir: Path, source: Path, embeddings: list[Pat
     info.update(content_hash=content_hash(kept), n_wells=kept.num_rows,
                 n_images=int(sum(len(k) for k in kept.column("keys").to_pylist())), curation=record)
     write_lockfile(workdir / LOCKFILE, kept, info)
-    write_source_hint(workdir, source)
+    # select's mtime_ns fingerprints of the candidates' images (local, never published), for the wells kept
+    mtimes = source_fingerprints(cand, lock.content_hash, source)
+    if mtimes is None:
+        write_source_hint(workdir, source)
+    else:
+        it = iter(mtimes)
+        per_well = [[next(it) for _ in keys] for keys in table.column("keys").to_pylist()]
+        kept_mtimes = [m for well, k in zip(per_well, keep, strict=True) if k for m in well]
+        write_source_fingerprints(workdir, source, info["content_hash"], kept_mtimes)
     return record
 
 

@@ -3,8 +3,8 @@
 This is the one module that spells the names of a release folder (= the dataset repository's layout, see
 docs/contracts.md); every stage asks it for paths. Its *release files* are ``lockfile.parquet``,
 ``data/train-*.parquet``, ``metadata.csv``/``metadata.parquet``, ``compression_report.json``, ``checksums.json``,
-``CHANGELOG.md``, the curation tables, every non-hidden file under ``embeddings/``, ``benchmarks/``, ``polaris/``
-and ``probe/``, the RxRx3-core drop-in files (``metadata_rxrx3_core.csv``,
+``CHANGELOG.md``, the curation tables, every non-hidden file under ``embeddings/``, ``benchmarks/``, ``polaris/``,
+``probe/`` and ``card/`` (the card's images), the RxRx3-core drop-in files (``metadata_rxrx3_core.csv``,
 ``OpenPhenom_rxrx3_core_embeddings.parquet``), plus ``README.md`` (the card) and ``release.json``. Anything else (a
 source screen, ``.compress-state/``, temp files) is local state that is never published.
 
@@ -13,10 +13,14 @@ Layer: shared (imports only errors, io, source). No stage imports another; they 
 
 from __future__ import annotations
 
+import array
+import base64
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import sys
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,11 +71,29 @@ POLARIS_DIR = "polaris"
 POLARIS_BENCHMARK = "benchmark.json"  # inside polaris/: the Polaris benchmark, its dataset table and our record
 POLARIS_TABLE = "table.parquet"
 POLARIS_INFO = "rxcurate.json"
+POLARIS_PREDICTIONS = "predictions.parquet"  # the default embedding set's scores of the pairs (results upload)
 PROBE_DIR = "probe"
 PROBE_TABLE = "probe.parquet"
 PROBE_JSON = "probe.json"
 PROBE_PLOT = "probe.png"
-TREE_DIRS = (EMBEDDINGS_DIR, BENCHMARKS_DIR, POLARIS_DIR, PROBE_DIR)
+
+# ------------------------------------------------------------------------------------------------ card assets
+# Images the dataset card embeds, rendered by rxcurate.card from the release's own files (byte-identical for the same
+# inputs): a sample montage of a few wells (6 channels composited to RGB) and the benchmark plots. Published under
+# card/ like probe/probe.png (every non-hidden file of the folder is a release file).
+CARD_ASSETS_DIR = "card"
+CARD_MONTAGE = "montage.png"
+CARD_COMPOUND_GENE_PLOT = "compound_gene_ap.png"
+CARD_RECALL_PLOT = "gene_gene_recall.png"
+CARD_ASSETS = (CARD_MONTAGE, CARD_COMPOUND_GENE_PLOT, CARD_RECALL_PLOT)
+
+
+def card_asset(name: str) -> str:
+    """Release-relative POSIX path of a card image (``card/montage.png``)."""
+    return f"{CARD_ASSETS_DIR}/{name}"
+
+
+TREE_DIRS = (EMBEDDINGS_DIR, BENCHMARKS_DIR, POLARIS_DIR, PROBE_DIR, CARD_ASSETS_DIR)
 
 # ------------------------------------------------------------------------------------------------ local state
 SOURCE_HINT = ".source.json"  # the source root select read on this machine; never published
@@ -82,7 +104,7 @@ CANDIDATES = ".candidates"  # curation candidates (a release folder of their own
 
 LOCK_META_KEY = b"rxcurate.lockfile"
 LOCK_FORMAT = 1
-IMAGE_LIST_COLUMNS = ("keys", "images", "sha256")
+IMAGE_LIST_COLUMNS = ("keys", "images", "size")  # per image: __key__, source path, byte size (see below)
 
 
 def shard_name(index: int, count: int) -> str:
@@ -294,6 +316,54 @@ def source_hint(workdir: str | os.PathLike[str]) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return root if isinstance(root, str) and root else None
+
+
+# ------------------------------------------------------------------------------------------------ source fingerprints
+# (issue 17: one read of each source image per release) select reads only the PNG header of each selected image; the
+# lockfile records each image's byte ``size`` (reproducible: the same source gives the same lockfile bytes) and the
+# local source hint (.source.json, never published) its ``mtime_ns``, tied to the lockfile's content hash and the
+# source root. compress checks both as it reads each image for encoding (the only read of its bytes) and records the
+# sha256 of those bytes in image_digests.parquet (column SOURCE_SHA256); ``rxcurate inspect --verify`` re-hashes.
+SOURCE_SHA256 = "source_sha256"
+
+
+def _int64_blob(values: Sequence[int]) -> str:
+    a = array.array("q", values)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return base64.b64encode(zlib.compress(a.tobytes(), 6)).decode("ascii")
+
+
+def _int64_values(blob: str) -> list[int]:
+    a = array.array("q")
+    a.frombytes(zlib.decompress(base64.b64decode(blob.encode("ascii"), validate=True)))
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tolist()
+
+
+def write_source_fingerprints(workdir: Path, source: Path, lock_content_hash: str, mtime_ns: Sequence[int]) -> None:
+    """The source hint plus the ``mtime_ns`` of every lockfile image (rows in order, images in ``__key__`` order)
+    as select saw them: local, never published (a source's mtimes differ between machines and copies)."""
+    atomic_write_json(workdir / SOURCE_HINT, {
+        "source_root": str(Path(source).resolve()),
+        "fingerprints": {"content_hash": lock_content_hash, "images": len(mtime_ns), "mtime_ns": _int64_blob(mtime_ns)},
+    })
+
+
+def source_fingerprints(workdir: str | os.PathLike[str], lock_content_hash: str,
+                        source: str | os.PathLike[str]) -> list[int] | None:
+    """The ``mtime_ns`` select recorded for the lockfile of ``workdir`` (content hash ``lock_content_hash``) in the
+    source ``source``; None when absent, from another lockfile or another source root (a copy has other mtimes)."""
+    try:
+        doc = json.loads((Path(workdir) / SOURCE_HINT).read_text(encoding="utf-8"))
+        fp = doc["fingerprints"]
+        if fp["content_hash"] != lock_content_hash or doc["source_root"] != str(Path(source).resolve()):
+            return None
+        values = _int64_values(fp["mtime_ns"])
+    except (OSError, ValueError, KeyError, TypeError, zlib.error):
+        return None
+    return values if len(values) == fp.get("images") else None
 
 
 # ------------------------------------------------------------------------------------------------ release.json

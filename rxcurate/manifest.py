@@ -468,6 +468,18 @@ def _reject_non_finite(value: Any, where: str, path: Path, seen: tuple[int, ...]
         _reject_non_finite(v, sub, path, (*seen, id(value)))
 
 
+def _check_card_licence(raw: dict[str, Any], path: Path) -> None:
+    """card.license_name / card.license_link name a licence the Hub does not list: the card's licence must be
+    ``other`` (the Hub's card metadata spec)."""
+    card = raw.get("card") or {}
+    licence = card.get("license") or raw.get("license") or "other"
+    named = [k for k in ("license_name", "license_link") if card.get(k)]
+    if named and licence != "other":
+        raise ManifestError(f"{path}: card.{named[0]} is for a licence the Hub does not list, which needs "
+                            f"card.license: other (the card's licence is {licence!r}); set card.license: other or "
+                            f"remove card.{named[0]}")
+
+
 def parse_manifest(raw: Any, path: str | os.PathLike[str] = "<manifest>") -> Manifest:
     """Validate an already-parsed manifest document and build the typed model."""
     path = Path(path)
@@ -478,6 +490,7 @@ def parse_manifest(raw: Any, path: str | os.PathLike[str] = "<manifest>") -> Man
     problem = schema_problem(raw, "manifest", str(path))
     if problem:
         raise ManifestError(problem)
+    _check_card_licence(raw, path)
     layout = get_layout(raw["layout"])
     src = raw.get("source", {}) or {}
     tables = []

@@ -102,7 +102,7 @@ def check_version_bump(m: Manifest, target: str, hub: Path | None) -> None:
     """Refuse early (before any work) when ``target`` already holds the manifest's version with a different
     selection or transform: such a change needs a new version. Only local targets are checked here; publishing
     checks every target again."""
-    t = resolve_target(target, hub, default_repo_id=repo_id_of(m))
+    t = resolve_target(target, hub, default_repo_id=repo_id_of(m), reading=False)
     if t.kind != "local" or t.hub is None or not LocalHub(t.hub).exists(t.repo_id):
         return
     lh = LocalHub(t.hub)

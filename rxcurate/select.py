@@ -16,12 +16,22 @@ and the seed, so adding plates (groups) never changes the draw of existing ones.
 
 The lockfile ``<workdir>/lockfile.parquet`` has one row per selected well, sorted by well_id: the well-level
 metadata columns of the layout, ``sites``, then per image (sites x channels, in ``__key__`` order) its ``keys``,
-``images`` (paths relative to the source root) and ``sha256``, and the ``manifest_hash``. Its Arrow schema
+``images`` (paths relative to the source root) and ``size`` (bytes), and the ``manifest_hash``. Its Arrow schema
 metadata ``rxcurate.lockfile`` records the layout, hashes (incl. a content hash of all rows, independent of the
 Parquet encoding) and the source image size/bit depth. It records no machine path: image paths are relative to the
 source root, which is given at run time (``--source`` or ``source.root``). ``select`` remembers the root it read
 in ``<workdir>/.source.json``, a local file that is never published; :func:`read_lockfile` offers it as
 ``info["source_root"]`` so later stages on the same machine find the screen without ``--source``.
+
+One read of each source image per release (issue 17): select reads only each selected image's PNG header (29
+bytes: is it a grayscale PNG of the screen's size and bit depth?) and its ``fstat``; it does not hash the images.
+The lockfile records what is reproducible, each image's byte ``size`` (the same source gives a byte-identical
+lockfile, wherever and whenever it was generated or copied); the image's ``mtime_ns``, which differs between two
+copies of the same screen, goes into the local ``.source.json`` beside the source root, tied to the lockfile's
+content hash (:func:`rxcurate.layout.write_source_fingerprints`). compress reads each image once, for encoding:
+it refuses an image whose size or mtime differs from select's record before reading it, and records the sha256 of
+the bytes it encoded in ``image_digests.parquet`` (``source_sha256``). ``rxcurate inspect --verify`` is the
+explicit full-hash pass (:func:`rxcurate.compress.verify_source_digests`).
 
 With ``select.filters`` (rxrx3), the wells above are only candidates: select writes their lockfile into
 ``<workdir>/.candidates`` instead; the pipeline compresses and embeds them there and the curate stage
@@ -63,7 +73,7 @@ from rxcurate.layout import (
     content_hash,
     well_columns,
     write_lockfile,
-    write_source_hint,
+    write_source_fingerprints,
 )
 from rxcurate.manifest import Manifest
 from rxcurate.progress import progress
@@ -84,7 +94,7 @@ from rxcurate.source import (
 from rxcurate.transform import check_crop_fits, transform_image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HASH_THREADS = 8
+READ_THREADS = 8  # threads reading PNG headers (a network file system answers stat/open slowly)
 
 _RXRX3_TYPES = {"plate": "BIGINT", "concentration": "DOUBLE"}
 _RXRX1_TYPES = {"plate": "BIGINT", "site": "BIGINT", "sirna_id": "BIGINT"}
@@ -353,7 +363,7 @@ def _well_ids(tbl: pa.Table, field: str, manifest: Manifest) -> pa.Table:
 
 @dataclass
 class Selection:
-    """Wells chosen by a manifest (no image hashing yet)."""
+    """Wells chosen by a manifest (no image read yet)."""
 
     layout: Layout
     wells: pd.DataFrame  # well-level metadata, sorted by well_id
@@ -452,10 +462,14 @@ def image_lists(selection: Selection, manifest: Manifest) -> pd.DataFrame:
     return out
 
 
-def _hash_image(src: Path, rel: str) -> tuple[str, tuple[int, int, int, int]]:
+PNG_HEADER_BYTES = 29  # signature (8) + IHDR length/type (8) + width, height, bit depth, colour type (10) + 3
+
+
+def _fingerprint_image(src: Path, rel: str) -> tuple[int, int, tuple[int, int, int, int]]:
+    """(size, mtime_ns, (width, height, bit depth, colour type)) of one source image, reading only its PNG header."""
     path = src / rel
     try:
-        data = read_regular_file(path)
+        head, st = read_regular_file(path, limit=PNG_HEADER_BYTES)
     except FileNotFoundError:
         raise SourceError(f"{path} is missing: restore it (regenerate or re-download the screen) or remove its well "
                           f"from the selection") from None
@@ -464,24 +478,27 @@ def _hash_image(src: Path, rel: str) -> tuple[str, tuple[int, int, int, int]]:
                           "or remove its well from the selection") from None
     except OSError as exc:
         raise SourceError(f"{path} is unreadable ({exc.strerror}): fix its permissions or restore it") from None
-    if len(data) < 29 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+    if len(head) < PNG_HEADER_BYTES or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
         raise SourceError(f"{path} is not a PNG file: restore it (regenerate or re-download the screen)")
-    width, height, depth, ctype = struct.unpack(">IIBB", data[16:26])
-    return hashlib.sha256(data).hexdigest(), (width, height, depth, ctype)
+    width, height, depth, ctype = struct.unpack(">IIBB", head[16:26])
+    return int(st.st_size), int(st.st_mtime_ns), (width, height, depth, ctype)
 
 
-def hash_images(src: Path, paths: list[str], layout: Layout,
-                threads: int = HASH_THREADS) -> tuple[list[str], list[int]]:
-    """sha256 of every image (thread pool); check all are grayscale PNGs of one size and the layout's bit depth.
+def fingerprint_images(src: Path, paths: list[str], layout: Layout,
+                       threads: int = READ_THREADS) -> tuple[list[int], list[int], list[int]]:
+    """Size and mtime_ns of every image (thread pool; only PNG headers are read); check all are grayscale PNGs of
+    one size and the layout's bit depth.
 
-    Returns the digests (same order as ``paths``) and the common [height, width].
+    Returns the sizes and mtimes (same order as ``paths``) and the common [height, width].
     """
     want_depth = 16 if layout.image_dtype == "uint16" else 8
-    digests: list[str] = [""] * len(paths)
+    sizes: list[int] = [0] * len(paths)
+    mtimes: list[int] = [0] * len(paths)
     first: tuple[int, int] | None = None
-    with progress(len(paths), "hash source images", "images") as advance, \
+    with progress(len(paths), "check source images", "images") as advance, \
             ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for i, (digest, (w, h, depth, ctype)) in enumerate(pool.map(lambda p: _hash_image(src, p), paths)):
+        for i, (size, mtime, (w, h, depth, ctype)) in enumerate(pool.map(lambda p: _fingerprint_image(src, p),
+                                                                           paths)):
             if first is None:
                 first = (h, w)
             if (h, w) != first or depth != want_depth or ctype != 0:
@@ -490,16 +507,16 @@ def hash_images(src: Path, paths: list[str], layout: Layout,
                     f"{want_depth}-bit grayscale like the other images of this {layout.name} screen: re-export it or "
                     f"remove its well from the selection"
                 )
-            digests[i] = digest
+            sizes[i], mtimes[i] = size, mtime
             advance(1)
     assert first is not None
-    return digests, [first[0], first[1]]
+    return sizes, mtimes, [first[0], first[1]]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Lockfile
 # ---------------------------------------------------------------------------------------------------------------
-def build_lockfile_table(selection: Selection, images: pd.DataFrame, digests: list[list[str]],
+def build_lockfile_table(selection: Selection, images: pd.DataFrame, sizes: list[list[int]],
                          manifest: Manifest) -> pa.Table:
     layout = selection.layout
     w = selection.wells
@@ -515,7 +532,7 @@ def build_lockfile_table(selection: Selection, images: pd.DataFrame, digests: li
     arrays["sites"] = pa.array(images["sites"].tolist(), type=pa.list_(pa.int64()))
     arrays["keys"] = pa.array(images["keys"].tolist(), type=pa.list_(pa.string()))
     arrays["images"] = pa.array(images["images"].tolist(), type=pa.list_(pa.string()))
-    arrays["sha256"] = pa.array(digests, type=pa.list_(pa.string()))
+    arrays["size"] = pa.array(sizes, type=pa.list_(pa.int64()))
     arrays["manifest_hash"] = pa.array([manifest.manifest_hash()] * len(w), type=pa.string())
     return pa.table(arrays)
 
@@ -570,7 +587,7 @@ def estimate_bytes_per_image(manifest: Manifest, src: Path, images: pd.DataFrame
     t = manifest.transform
     sizes = []
     for key, rel in pairs[:ESTIMATE_IMAGES]:
-        img = imagecodecs.png_decode((src / rel).read_bytes())
+        img = imagecodecs.png_decode((src / rel).read_bytes())  # a few images, only for variable-size codecs
         try:
             blob = transform_image(img, t.crop, t.convert, t.codec, int(key.rsplit("_", 1)[1]))[0]
         except Exception:  # an unusable image is reported by compress, naming it; skip it for the estimate
@@ -614,10 +631,10 @@ class SelectResult:
 
 
 def select(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
-           workdir: str | os.PathLike[str] | None = None, threads: int = HASH_THREADS) -> SelectResult:
-    """Run the selection, hash the selected images and write the lockfile atomically: ``<workdir>/lockfile.parquet``,
-    or with ``select.filters`` the candidates' ``<workdir>/.candidates/lockfile.parquet`` (the curate stage writes
-    the workdir's)."""
+           workdir: str | os.PathLike[str] | None = None, threads: int = READ_THREADS) -> SelectResult:
+    """Run the selection, check the selected images (PNG headers only) and write the lockfile atomically:
+    ``<workdir>/lockfile.parquet``, or with ``select.filters`` the candidates'
+    ``<workdir>/.candidates/lockfile.parquet`` (the curate stage writes the workdir's)."""
     src = manifest.resolve_source(source)
     out = manifest.resolve_workdir(workdir)
     selection = run_selection(manifest, src)  # reads only: bad input fails before anything is written
@@ -644,13 +661,13 @@ def select(manifest: Manifest, *, source: str | os.PathLike[str] | None = None,
 def _select_locked(manifest: Manifest, selection: Selection, src: Path, out: Path, threads: int) -> SelectResult:
     images = image_lists(selection, manifest)
     flat = [p for paths in images["images"] for p in paths]
-    digests_flat, shape = hash_images(src, flat, selection.layout, threads)
+    sizes_flat, mtimes, shape = fingerprint_images(src, flat, selection.layout, threads)
     check_crop_fits(manifest, shape)
-    digests, k = [], 0
+    sizes, k = [], 0
     for paths in images["images"]:
-        digests.append(digests_flat[k : k + len(paths)])
+        sizes.append(sizes_flat[k : k + len(paths)])
         k += len(paths)
-    table = build_lockfile_table(selection, images, digests, manifest)
+    table = build_lockfile_table(selection, images, sizes, manifest)
     info = {
         "format": LOCK_FORMAT,
         "layout": selection.layout.name,
@@ -672,6 +689,6 @@ def _select_locked(manifest: Manifest, selection: Selection, src: Path, out: Pat
             (out / name).unlink(missing_ok=True)
     dest = folder / LOCKFILE
     write_lockfile(dest, table, info)
-    write_source_hint(folder, src)
+    write_source_fingerprints(folder, src, info["content_hash"], mtimes)
     summary = summarise(selection.layout, selection.wells, selection.counts, images, manifest, shape)
     return SelectResult(dest, complete_summary(summary, manifest, src, images, dest, info))

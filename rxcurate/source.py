@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,8 +138,12 @@ def short(value: object, limit: int = MAX_ID_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
-def read_regular_file(path: Path) -> bytes:
-    """The bytes of a source file; only regular files are read (a FIFO, device or folder would block or mislead).
+def read_regular_file(path: Path, *, limit: int = -1,
+                      check: Callable[[os.stat_result], None] | None = None) -> tuple[bytes, os.stat_result]:
+    """The bytes of a source file (its first ``limit`` bytes when ``limit >= 0``) and its ``fstat`` taken before they
+    were read; only regular files are read (a FIFO, device or folder would block or mislead). ``check`` is called
+    with that stat before any byte is read (e.g. compress's fingerprint check: a changed file is refused unread) and
+    with a new one after the read (a file changed while it was read).
 
     Raises ``FileNotFoundError`` for a missing file, ``IsADirectoryError`` naming a non-regular one, other
     ``OSError`` as they come (callers word the fix for their stage).
@@ -149,9 +153,21 @@ def read_regular_file(path: Path) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "not a regular file (a FIFO, device, socket or folder)", str(path))
+        if check is not None:
+            check(st)
         os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
+        if limit >= 0:  # unbuffered: a buffered read would fetch a whole block (4 KiB) for a 29-byte header
+            parts: list[bytes] = []
+            while limit > 0 and (part := os.read(fd, limit)):
+                parts.append(part)
+                limit -= len(part)
+            data = b"".join(parts)
+        else:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read()
+        if check is not None:
+            check(os.fstat(fd))  # and after: a file written to while it was read
+        return data, st
     finally:
         os.close(fd)
 

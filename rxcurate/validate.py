@@ -6,7 +6,8 @@ Checks (each failure names its file):
 2. files: sha256 and size of every file listed; no unlisted file (``leaderboard/`` and hidden files aside).
 3. manifest (``manifest.schema.json``), its version and hash; lockfile content hash; data version recomputed.
 4. card (``README.md``): parses with huggingface_hub, ``card.schema.json``, its data hash (prose excluded) equals
-   release.json's, and every split size it claims equals the files.
+   release.json's, and every split size it claims equals the files; its images (``card/``) are the ones the
+   published files give (the montage pixel for pixel, each plot a PNG of the same size).
 5. counts: shard rows, metadata rows and wells against the lockfile (less the wells compress skipped) and release.json.
 6. keys: ``__key__`` unique, sorted, and one-to-one with metadata wells x sites x channels (and the lockfile's keys).
 7. images: decode to the declared shape and uint8 (all with ``full``, else a seeded sample).
@@ -26,6 +27,7 @@ from __future__ import annotations
 import copy
 import csv
 import fnmatch
+import io
 import os
 import shutil
 import tempfile
@@ -40,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from PIL import Image
 
 from rxcurate.benchmarks import (
     compare_results,
@@ -55,6 +58,8 @@ from rxcurate.io import canonical_hash, read_json, sha256_bytes, sha256_file
 from rxcurate.layout import (
     BENCHMARKS_DIR,
     CARD,
+    CARD_ASSETS_DIR,
+    CARD_MONTAGE,
     CHANGELOG,
     DATA_DIR,
     EMBEDDINGS_DIR,
@@ -69,6 +74,7 @@ from rxcurate.layout import (
     RXRX3_CORE_METADATA,
     Lockfile,
     Release,
+    card_asset,
     definition_path,
     embedding_config_name,
     is_visible,
@@ -79,7 +85,7 @@ from rxcurate.layout import (
 from rxcurate.manifest import Manifest, data_version
 from rxcurate.publish.hf import redact
 from rxcurate.publish.hub import PinnedVersion, open_version
-from rxcurate.publish.polaris import check_artifacts
+from rxcurate.publish.polaris import check_artifacts, polaris_installed
 from rxcurate.publish.targets import CARRIED_PREFIXES, REPO_FILES, linked_files, relabel, resolve_target
 from rxcurate.release_inputs import (
     discover_benchmarks,
@@ -177,9 +183,11 @@ def _all_files(folder: Path) -> list[str]:
     return sorted(out)
 
 
-def _check_files(folder: Path, release: Release, rep: ValidationReport, checkout: bool) -> set[str]:
+def _check_files(folder: Path, release: Release, rep: ValidationReport, checkout: bool,
+                 deferred: frozenset[str] = frozenset()) -> set[str]:
     """sha256/size of every listed file; returns the files that failed. Unlisted files: every file of a checkout,
-    the release files of a local release folder (which may hold other things, e.g. the source screen)."""
+    the release files of a local release folder (which may hold other things, e.g. the source screen). The sha256
+    of ``deferred`` files (the shards) is checked by :func:`_scan_shards`, which reads them once for every check."""
     bad: set[str] = set()
     files = release.files
     for rel in sorted(files):
@@ -194,7 +202,7 @@ def _check_files(folder: Path, release: Release, rep: ValidationReport, checkout
             rep.fail("files", rel, f"size {size:,} bytes, release.json says {want.get('size'):,}")
             bad.add(rel)
             continue
-        if sha256_file(path) != want.get("sha256"):
+        if rel not in deferred and sha256_file(path) != want.get("sha256"):
             rep.fail("files", rel, "sha256 differs from release.json (the file was modified)")
             bad.add(rel)
     present = _all_files(folder) if checkout else release_files(folder)
@@ -202,7 +210,8 @@ def _check_files(folder: Path, release: Release, rep: ValidationReport, checkout
     for rel in extra:
         rep.fail("files", rel, "not listed in release.json (an unexpected file)")
     if not bad and not extra:
-        rep.add("files", RELEASE_JSON, True, f"{len(files)} files match release.json (sha256 and size)")
+        rep.add("files", RELEASE_JSON, True, f"{len(files)} files match release.json (sha256 and size"
+                + (f"; the {len(deferred)} shards' sha256 with their image scan)" if deferred else ")"))
     return bad
 
 
@@ -399,8 +408,23 @@ def _key_files(shards: _Shards, keys: set[str]) -> str:
     return ""
 
 
-def _check_images(folder: Path, release: Release, shards: _Shards, rep: ValidationReport, full: bool,
-                  sample: int, seed: int) -> None:
+def _check_shard_hashes(folder: Path, release: Release, paths: list[str], rep: ValidationReport) -> None:
+    for rel in paths:
+        if sha256_file(folder / rel) != release.files[rel].get("sha256"):
+            rep.fail("files", rel, "sha256 differs from release.json (the file was modified)")
+
+
+@dataclass
+class _Scan:
+    sizes: np.ndarray  # encoded bytes of every image, in shard order
+
+
+def _scan_shards(folder: Path, release: Release, shards: _Shards, rep: ValidationReport, full: bool, sample: int,
+                 seed: int) -> _Scan:
+    """One read of every shard (at most one shard in memory): its sha256 against release.json (the files check
+    defers shards to here), each image's sha256 against image_digests.parquet (bytes swapped between keys leave
+    every shard well-formed and re-hashable), every image's encoded size (for the compression check), and a decode
+    of the chosen images (all with ``full``, else a seeded sample)."""
     total = sum(shards.rows)
     shape = tuple(release.image.get("shape") or ())
     column = release.image.get("column", "jp2")
@@ -409,28 +433,47 @@ def _check_images(folder: Path, release: Release, shards: _Shards, rep: Validati
     else:
         chosen = np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
     offsets = np.cumsum([0, *shards.rows])
-    bad = 0
-    checked = 0
+    want: dict[str, str] | None = None
+    if IMAGE_DIGESTS in release.files:
+        try:
+            table = pq.read_table(folder / IMAGE_DIGESTS, columns=["__key__", "sha256"])
+            want = dict(zip(table.column("__key__").to_pylist(), table.column("sha256").to_pylist(), strict=True))
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for damaged files
+            rep.fail("images", IMAGE_DIGESTS, f"unreadable ({type(exc).__name__}): regenerate it with rxcurate "
+                                              "compress")
+    else:
+        rep.add("images", IMAGE_DIGESTS, True, "no per-image digests recorded (a release made before they were)")
+    bad = checked = seen = 0
+    wrong: list[str] = []
+    sizes: list[np.ndarray] = []
     for i, rel in enumerate(shards.paths):
+        data = (folder / rel).read_bytes()
+        if sha256_bytes(data) != release.files[rel].get("sha256"):
+            rep.fail("files", rel, "sha256 differs from release.json (the file was modified)")
         local = chosen[(chosen >= offsets[i]) & (chosen < offsets[i + 1])] - offsets[i]
-        if not len(local):
-            continue
-        f = pq.ParquetFile(folder / rel)
-        rg_starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
+        f = pq.ParquetFile(pa.BufferReader(data))
+        start = 0
         for g in range(f.num_row_groups):
-            in_g = local[(local >= rg_starts[g]) & (local < rg_starts[g + 1])] - rg_starts[g]
-            if not len(in_g):
-                continue
             t = f.read_row_group(g, columns=["__key__", column])
+            col = t.column(column).combine_chunks()
+            blobs = pc.struct_field(col, "bytes") if pa.types.is_struct(col.type) else col
+            sizes.append(pc.binary_length(blobs).to_numpy(zero_copy_only=False))
             keys = t.column("__key__").to_pylist()
-            images = t.column(column)
+            n = len(keys)
+            if want is not None:
+                for key, blob in zip(keys, blobs.to_pylist(), strict=True):
+                    seen += 1
+                    if want.get(key) != sha256_bytes(blob or b""):
+                        wrong.append(f"{rel}: {key}")
+            in_g = local[(local >= start) & (local < start + n)] - start
+            start += n
             for r in in_g.tolist():
                 key = keys[r]
-                cell = images[r].as_py()
+                cell = col[r].as_py()
                 checked += 1
-                data = cell.get("bytes") if isinstance(cell, dict) else cell
+                blob = cell.get("bytes") if isinstance(cell, dict) else cell
                 try:
-                    img = imagecodecs.jpeg2k_decode(data or b"")
+                    img = imagecodecs.jpeg2k_decode(blob or b"")
                 except Exception as exc:  # noqa: BLE001 - codec errors of many types
                     bad += 1
                     if bad <= MAX_EXAMPLES:
@@ -445,68 +488,32 @@ def _check_images(folder: Path, release: Release, shards: _Shards, rep: Validati
                     bad += 1
                     if bad <= MAX_EXAMPLES:
                         rep.fail("images", rel, f"{key}: image path {cell.get('path')!r} does not match its key")
+        del data, f
     if bad > MAX_EXAMPLES:
         rep.fail("images", DATA, f"{bad} bad image(s) in total")
     if not bad:
         rep.add("images", DATA, True, f"{checked:,} of {total:,} images decode to uint8 {list(shape)}"
                                          + (" (all)" if checked == total else f" (seeded sample, seed {seed})"))
-
-
-def _check_image_digests(folder: Path, release: Release, shards: _Shards, rep: ValidationReport) -> None:
-    """Each key still holds its own image: sha256 of every image's bytes against image_digests.parquet, which
-    compress recorded while packing (bytes swapped between keys leave every shard well-formed and re-hashable)."""
-    if IMAGE_DIGESTS not in release.files:
-        rep.add("images", IMAGE_DIGESTS, True, "no per-image digests recorded (a release made before they were)")
-        return
-    try:
-        table = pq.read_table(folder / IMAGE_DIGESTS, columns=["__key__", "sha256"])
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for damaged files
-        rep.fail("images", IMAGE_DIGESTS, f"unreadable ({type(exc).__name__}): regenerate it with rxcurate compress")
-        return
-    want = dict(zip(table.column("__key__").to_pylist(), table.column("sha256").to_pylist(), strict=True))
-    column = release.image.get("column", "jp2")
-    wrong: list[str] = []
-    seen = 0
-    for rel in shards.paths:
-        f = pq.ParquetFile(folder / rel)
-        for g in range(f.num_row_groups):
-            t = f.read_row_group(g, columns=["__key__", column])
-            for key, cell in zip(t.column("__key__").to_pylist(), t.column(column).to_pylist(), strict=True):
-                seen += 1
-                data = cell.get("bytes") if isinstance(cell, dict) else cell
-                if want.get(key) != sha256_bytes(data or b""):
-                    wrong.append(f"{rel}: {key}")
-    if wrong:
-        rep.fail("images", IMAGE_DIGESTS, f"{len(wrong)} image(s) differ from the digest recorded for their key "
-                                          f"(bytes moved between keys or replaced), e.g. {_examples(wrong)}")
-    elif seen != len(want):
-        rep.fail("images", IMAGE_DIGESTS, f"records {len(want):,} images, the shards hold {seen:,}")
-    else:
-        rep.add("images", IMAGE_DIGESTS, True, f"all {seen:,} images match the digest recorded for their key")
+    if want is not None:
+        if wrong:
+            rep.fail("images", IMAGE_DIGESTS, f"{len(wrong)} image(s) differ from the digest recorded for their "
+                                              f"key (bytes moved between keys or replaced), e.g. {_examples(wrong)}")
+        elif seen != len(want):
+            rep.fail("images", IMAGE_DIGESTS, f"records {len(want):,} images, the shards hold {seen:,}")
+        else:
+            rep.add("images", IMAGE_DIGESTS, True, f"all {seen:,} images match the digest recorded for their key")
+    return _Scan(np.concatenate(sizes).astype(np.int64) if sizes else np.zeros(0, np.int64))
 
 
 RATE_HEADER_BYTES = 256  # codestream headers beyond OpenJPEG's rate target (bytes <= h*w/rate + headers)
 
 
-def image_sizes(folder: Path, shards: _Shards, column: str) -> np.ndarray:
-    """Encoded bytes of every image, in shard order (read one row group at a time)."""
-    out = []
-    for rel in shards.paths:
-        f = pq.ParquetFile(folder / rel)
-        for g in range(f.num_row_groups):
-            col = f.read_row_group(g, columns=[column]).column(column).combine_chunks()
-            data = pc.struct_field(col, "bytes") if pa.types.is_struct(col.type) else col
-            out.append(pc.binary_length(data).to_numpy(zero_copy_only=False))
-    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
-
-
 def _check_compression(folder: Path, release: Release, manifest: Manifest | None, shards: _Shards,
-                       rep: ValidationReport) -> None:
+                       sizes: np.ndarray, rep: ValidationReport) -> None:
     """The compression report's byte counts re-measured from the shards, the declared codec the same in
     release.json, the manifest and the report, and a fixed rate consistent with the measured image sizes."""
     report = read_json(folder / REPORT)
     shape = list(release.image.get("shape") or [])
-    sizes = image_sizes(folder, shards, release.image.get("column", "jp2"))
     ok = True
     if len(shape) == 2 and len(sizes):
         pixels = int(shape[0]) * int(shape[1])
@@ -777,7 +784,7 @@ def _check_card_rebuilt(folder: Path, release: Release, meta: dict[str, Any], bo
         rep.fail("card", CARD, f"cannot be regenerated from the published files ({_relative(exc, folder)[:200]})")
         return False
     if rebuilt.data_hash == got:
-        return True
+        return _check_card_assets(folder, release, rebuilt.assets, rep)
     new_meta, new_body = split_card(rebuilt.text)
     if new_meta != meta:
         keys = sorted(k for k in set(meta) | set(new_meta) if meta.get(k) != new_meta.get(k))
@@ -788,6 +795,45 @@ def _check_card_rebuilt(folder: Path, release: Release, meta: dict[str, Any], bo
     rep.fail("card", CARD, f"differs from the card regenerated from the published files: {detail}; regenerate it with "
                            "rxcurate card")
     return False
+
+
+def _png_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        if im.format != "PNG":
+            raise ValueError(f"a {im.format} image, not PNG")
+        return np.asarray(im.convert("RGB"))
+
+
+def _check_card_assets(folder: Path, release: Release, assets: Mapping[str, bytes], rep: ValidationReport) -> bool:
+    """The card's images: exactly the ones regenerated from the published files, listed in release.json; the
+    montage (decoded from the shards) pixel for pixel, each plot a PNG of the same size (matplotlib's rendering may
+    differ by version)."""
+    published = sorted(r for r in release.files if r.startswith(f"{CARD_ASSETS_DIR}/"))
+    ok = True
+    for rel in sorted(set(published) - set(assets)):
+        rep.fail("card", rel, "a card image the published files do not give (stale); regenerate with rxcurate card")
+        ok = False
+    for rel, data in sorted(assets.items()):
+        path = folder / rel
+        if rel not in release.files or not path.is_file():
+            rep.fail("card", rel, "missing: the card embeds it (regenerate the release with rxcurate card)")
+            ok = False
+            continue
+        try:
+            got, want = _png_pixels(path.read_bytes()), _png_pixels(data)
+        except (OSError, ValueError) as exc:
+            rep.fail("card", rel, f"is not a readable PNG ({' '.join(str(exc).split())[:120]}); regenerate it with "
+                                  "rxcurate card")
+            ok = False
+            continue
+        same = got.shape == want.shape and (rel != card_asset(CARD_MONTAGE) or np.array_equal(got, want))
+        if not same:
+            rep.fail("card", rel, f"differs from the image regenerated from the published files ({got.shape[1]}x"
+                                  f"{got.shape[0]} px, expected {want.shape[1]}x{want.shape[0]}"
+                                  + (", other pixels" if got.shape == want.shape else "")
+                                  + "); regenerate it with rxcurate card")
+            ok = False
+    return ok
 
 
 def _check_card(folder: Path, release: Release, metadata: pd.DataFrame | None, shards: _Shards | None,
@@ -844,13 +890,14 @@ def _check_card(folder: Path, release: Release, metadata: pd.DataFrame | None, s
 def _check_polaris(folder: Path, release: Release, rep: ValidationReport, full: bool) -> None:
     if not release.polaris:
         return
-    problems = check_artifacts(folder, with_library=full)
+    library = full and polaris_installed()
+    problems = check_artifacts(folder, repo_id=release.repo_id, version=release.version, with_library=library)
     for p in problems:
         rel, _, msg = p.partition(": ")
         rep.fail("polaris", rel, msg)
     if not problems:
-        rep.add("polaris", f"{POLARIS_DIR}/", True, f"{POLARIS_DIR}/: artifacts consistent"
-                + (" and load with polaris-lib" if full else ""))
+        rep.add("polaris", f"{POLARIS_DIR}/", True, f"{POLARIS_DIR}/: artifacts consistent, checksums recomputed"
+                + (" and load with polaris-lib" if library else ""))
 
 
 def _check_rxrx3_core(folder: Path, release: Release, metadata: pd.DataFrame | None, rep: ValidationReport) -> None:
@@ -909,16 +956,19 @@ def validate_folder(folder: str | os.PathLike[str], *, full: bool = False, sampl
     if links:
         return rep  # a link may point anywhere: read nothing through it
     guard = _Guard(rep)
-    guard("files", RELEASE_JSON, _check_files, folder, release, rep, checkout)
+    shards = guard("counts", DATA, _read_shards, folder, release, rep)  # footers and keys only
+    deferred = frozenset(shards.paths) if shards is not None else frozenset()
+    guard("files", RELEASE_JSON, _check_files, folder, release, rep, checkout, deferred)
     manifest, lock = guard("manifest", RELEASE_JSON, _check_manifest, folder, release, rep) or (None, None)
-    shards = guard("counts", DATA, _read_shards, folder, release, rep)
     metadata = None
     if shards is not None:
         metadata = guard("counts", METADATA_PARQUET, _check_counts_and_keys, folder, release, manifest, lock, shards,
                          rep)
-        guard("images", DATA, _check_images, folder, release, shards, rep, full, sample, seed)
-        guard("images", IMAGE_DIGESTS, _check_image_digests, folder, release, shards, rep)
-        guard("compression", REPORT, _check_compression, folder, release, manifest, shards, rep)
+        scan = guard("images", DATA, _scan_shards, folder, release, shards, rep, full, sample, seed)
+        if scan is None:  # the scan failed part-way: hash the shards the ordinary way so none goes unchecked
+            guard("files", DATA, _check_shard_hashes, folder, release, shards.paths, rep)
+        else:
+            guard("compression", REPORT, _check_compression, folder, release, manifest, shards, scan.sizes, rep)
     guard("card", CARD, _check_card, folder, release, metadata, shards, rep)
     wells = sorted(metadata["well_id"].astype(str).unique()) if metadata is not None else []
     guard("embeddings", EMBEDDINGS_DIR, _check_embeddings, folder, release, wells, rep)

@@ -9,6 +9,11 @@ import pytest
 
 # Progress lines go to stderr, which CLI test runners mix into their output: off in tests unless a test enables it.
 os.environ.setdefault("RXCURATE_PROGRESS", "0")
+# Hub reads go through the Hugging Face cache: keep the suite's downloads out of the user's ~/.cache/huggingface.
+if "HF_HUB_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="rxcurate-tests-hf-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -60,41 +65,14 @@ def olah_endpoint(hub, tmp_path_factory):
     """olah (offline mirror mode) serving the requesting module's `hub` (bare git repositories) over the Hub's
     HTTP read API."""
     import shutil
-    import socket
-    import subprocess
     import sys
-    import time
-    import urllib.request
 
+    from olah_server import serve
     from release_fixture import REPO_ID
 
     exe = Path(sys.executable).with_name("olah-cli")
     if not exe.exists() and shutil.which("olah-cli") is None:
         pytest.skip("olah is not installed (pip install olah; it is in the dev extra)")
     exe = exe if exe.exists() else Path(shutil.which("olah-cli"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    work = tmp_path_factory.mktemp("olah")
-    (work / "olah.toml").write_text(
-        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nmirrors-path = ["{hub}"]\nmirror-scheme = "http"\n'
-        f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\nmetadata-cache-ttl = 0\n'
-        f'repos-path = "{work / "repos"}"\n\n[accessibility]\noffline = true\n')
-    proc = subprocess.Popen([str(exe), "-c", "olah.toml"], cwd=work, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{endpoint}/api/datasets/{REPO_ID}/refs", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.skip("olah exited at start-up")
-                time.sleep(0.2)
-        else:
-            pytest.skip("olah did not start within 30 s")
+    with serve(exe, hub, tmp_path_factory.mktemp("olah"), REPO_ID) as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

@@ -68,6 +68,22 @@ def copy_release(folder: Path, dest: Path) -> Path:
     return dest
 
 
+def two_version_hub(built_folder: Path, base: Path) -> Path:
+    """A local hub under ``base`` with versions 0.1.0 and 0.2.0 of the tiny release (0.2.0 differs only in its
+    version)."""
+    from rxcurate.assemble import assemble, previous_from_local
+    from rxcurate.manifest import load_manifest
+    from rxcurate.publish import publish
+
+    hub = base / "hub"
+    folder = copy_release(built_folder, base / "release")
+    publish(folder, "local", hub=hub)
+    m2 = load_manifest(write_manifest(base / "m2.yaml", version="0.2.0"))
+    assemble(m2, folder, previous=previous_from_local(hub, REPO_ID, "0.2.0"))
+    publish(folder, "local", hub=hub)
+    return hub
+
+
 def rehash(folder: Path, rel: str) -> None:
     """Forge release.json so the tampered file's sha256/size match (the semantic checks must still catch it)."""
     from rxcurate.io import sha256_file

@@ -31,7 +31,7 @@ def _write(tmp_path, name, pairs):
 
 def _genes(n=30, d=8, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)), np.array([f"G{i:02d}" for i in range(n)])
+    return rng.normal(size=(n, d)), np.array([f"G{i:02d}" if n <= 100 else f"G{i:03d}" for i in range(n)])
 
 
 def test_most_similar_and_most_opposite_pairs_are_recalled(tmp_path):
@@ -48,6 +48,17 @@ def test_most_similar_and_most_opposite_pairs_are_recalled(tmp_path):
     assert res["summary"] == {"top/recall_0.05_0.95": 1.0, "top/recall_0.1_0.9": 1.0}
 
 
+def brute_force_recall(c: np.ndarray, names, pairs) -> dict[tuple[float, float], float]:
+    """The recall from the full sorted null of every upper-triangle cosine (what the fast kernel must equal)."""
+    null = np.sort(c[np.triu_indices(len(c), 1)])
+    idx = {n: i for i, n in enumerate(names)}
+    uniq = sorted({tuple(sorted(p)) for p in pairs})
+    q = np.array([c[idx[a], idx[b]] for a, b in uniq])
+    left = np.searchsorted(null, q, "left") / len(null)
+    right = np.searchsorted(null, q, "right") / len(null)
+    return {(lo, hi): float(np.mean((right <= lo) | (left >= hi))) for lo, hi in [(0.05, 0.95), (0.1, 0.9)]}
+
+
 def test_recall_equals_reference_computation(tmp_path):
     x, names = _genes(seed=3)
     rng = np.random.default_rng(5)
@@ -56,14 +67,7 @@ def test_recall_equals_reference_computation(tmp_path):
     res = evaluate_map(TVN, _map(x, names), [src])
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
     c = u @ u.T
-    null = np.sort(c[np.triu_indices(30, 1)])
-    idx = {n: i for i, n in enumerate(names)}
-    uniq = sorted({tuple(sorted(p)) for p in pairs})
-    q = np.array([c[idx[a], idx[b]] for a, b in uniq])
-    left = np.searchsorted(null, q, "left") / len(null)
-    right = np.searchsorted(null, q, "right") / len(null)
-    for lo, hi in [(0.05, 0.95), (0.1, 0.9)]:
-        want = np.mean((right <= lo) | (left >= hi))
+    for (lo, hi), want in brute_force_recall(c, names, pairs).items():
         assert res["metrics"]["sources"]["random"][f"recall_{lo}_{hi}"] == pytest.approx(want)
 
 
@@ -116,3 +120,31 @@ def test_truth_is_required(tmp_path):
     x, names = _genes(n=6)
     with pytest.raises(BenchmarkError, match="at least 1 truth file"):
         evaluate_map(TVN, _map(x, names), None)
+
+
+def test_whole_map_recall_on_a_screened_size_map_equals_a_full_sort(tmp_path):
+    """A map past the exact-path size (~135k null pairs: the float32 screen + exact recomputation decides), with
+    tied rows, opposite rows and compound rows that form a dense upper tail: each threshold pair's recall equals
+    EFAAR's rule on the fully sorted null of the whole similarity matrix."""
+    rng = np.random.default_rng(8)
+    x, names = _genes(n=280, d=16, seed=9)
+    x[1], x[3], x[5] = x[0], -x[2], x[4]  # exact ties and opposites in the null and among the queries
+    conc = [0.1, 1.0, 10.0]
+    cx = 2.5 + rng.normal(size=(80 * len(conc), 16)) + 0.5 * x[rng.integers(0, 280, size=80 * len(conc))]
+    cpd = pd.DataFrame({"perturbation": np.repeat([f"C{i:02d}" for i in range(80)], len(conc)),
+                        "concentration": np.tile(conc, 80)})
+    cpd = pd.concat([cpd, pd.DataFrame(cx, columns=[f"feature_{i}" for i in range(16)])], axis=1)
+    pairs = [(names[i], names[j]) for i, j in rng.integers(0, 280, size=(600, 2)) if i != j]
+    pairs += [("G000", "G001"), ("G002", "G003"), ("G004", "G005"), ("G001", "G006"), ("G000", "G006")]
+    src = _write(tmp_path, "random", pairs)
+    defn = load_definition(TVN)
+    defn["parameters"]["null"] = "all"
+    res = evaluate_map(defn, _map(x, names, cpd), [src])
+    allx = np.concatenate([x, cx])
+    u = allx / np.linalg.norm(allx, axis=1, keepdims=True)
+    c = u @ u.T
+    n = len(allx)
+    assert res["metrics"]["null"]["size"] == n * (n - 1) // 2 > 100_000
+    for (lo, hi), want in brute_force_recall(c, names, pairs).items():
+        assert 0.0 < want < 1.0
+        assert abs(res["metrics"]["sources"]["random"][f"recall_{lo}_{hi}"] - want) <= 1e-12

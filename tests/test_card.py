@@ -3,6 +3,7 @@ data, prose hashed apart from data, determinism, input checks, and the `rxcurate
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_release_json_lists_every_file(built):
     assert rel["card"]["data_hash"] == card_data_hash((folder / "README.md").read_text())
     assert "prose" not in rel["manifest"].get("card", {}) and rel["manifest"]["version"] == "0.1.0"
     assert set(rel["results_summary"]) == {"compound-gene-activity", "gene-gene-recall", "perturbation-signal"}
-    assert rel["versions"]["rxcurate"] and rel["versions"]["pyarrow"].startswith("17.")
+    assert rel["versions"]["rxcurate"] and rel["versions"]["pyarrow"] == importlib.metadata.version("pyarrow")
 
 
 def test_assemble_is_deterministic_and_portable(built, release):
@@ -226,3 +227,196 @@ def test_card_flags_benchmarks_on_the_statistic_the_release_was_curated_on(built
     at = text.index("### gene-gene-recall: ")
     ggr = text[at: text.index("\n### ", at + 4)]
     assert "**Curation flag:**" not in ggr and "only perturbations that passed `select.filters`" in ggr
+
+
+# ------------------------------------------------------------------------------------------------ issue 15
+def _card_images(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted((folder / "card").glob("*.png"))}
+
+
+def _png(data: bytes):
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data))
+    assert im.format == "PNG"
+    return im
+
+
+def test_montage_is_published_embedded_and_decodes(built):
+    from rxcurate.card import MONTAGE_GAP, MONTAGE_TILE
+
+    folder = built[1]
+    rel = _release(folder)
+    text = (folder / "README.md").read_text()
+    assert "card/montage.png" in rel["files"]
+    assert "](card/montage.png)" in text and "## Sample images" in text
+    at = text.index("## Sample images")
+    section = text[at: text.index("\n## ", at + 4)]
+    # one well per kind, the first by well_id, named in the caption table
+    md = pd.read_parquet(folder / "metadata.parquet").sort_values("well_id")
+    ctrl = md["treatment"].isin(["EMPTY_control", "CRISPR_control"])
+    first = {"CRISPR knockout": md[(md["perturbation_type"] == "CRISPR") & ~ctrl]["well_id"].iloc[0],
+             "compound": md[(md["perturbation_type"] == "COMPOUND") & ~ctrl]["well_id"].iloc[0],
+             "EMPTY_control": md[md["treatment"] == "EMPTY_control"]["well_id"].iloc[0],
+             "CRISPR_control": md[md["treatment"] == "CRISPR_control"]["well_id"].iloc[0]}
+    for i, (kind, well) in enumerate(first.items()):
+        assert f"| {i + 1} | {kind} | `{well}` |" in section
+    assert "| 1 | Hoechst (nuclei): blue | (19, 0, 249) | 51 |" in section  # the documented RGB mapping
+    h, w = rel["image"]["shape"]
+    f = max(1, -(-max(h, w) // MONTAGE_TILE))
+    im = _png((folder / "card" / "montage.png").read_bytes())
+    assert im.mode == "RGB" and im.size == (4 * (w // f) + 3 * MONTAGE_GAP, h // f)
+    import numpy as np
+
+    px = np.asarray(im)
+    assert px[:, w // f: w // f + MONTAGE_GAP].min() == 255 and px[:, : w // f].std() > 0  # gap white, tile not flat
+
+
+def test_composite_follows_the_rxrx_mapping():
+    import numpy as np
+
+    from rxcurate.card import composite_rgb
+
+    img = {c: np.full((2, 2), v, dtype=np.uint8) for c, v in ((1, 51), (3, 32))}
+    out = composite_rgb(img)
+    # channel 1 saturates (51/51) to its colour; channel 3 at half range adds int(0.5 * (255, 0, 25)) = (127, 0, 12)
+    assert out.dtype == np.uint8 and out[0, 0].tolist() == [19 + 127, 0, 255]
+
+
+def test_card_images_are_byte_identical_across_builds(built, release):
+    from rxcurate.card import build_card
+
+    m = load_manifest(built[0])
+    published = _card_images(built[1])
+    assert set(published) == {"card/montage.png", "card/compound_gene_ap.png", "card/gene_gene_recall.png"}
+    changelog = (built[1] / "CHANGELOG.md").read_text()
+    one = build_card(read_inputs(m, built[1]), changelog)
+    two = build_card(read_inputs(m, release), changelog)
+    assert one.assets == two.assets == published and one.text == two.text
+    for name in ("compound_gene_ap.png", "gene_gene_recall.png"):
+        im = _png(published[f"card/{name}"])
+        assert "Software" not in im.info and im.size[0] >= 400
+    assert assemble(m, release).status == "up to date" and _card_images(release) == published
+
+
+def test_plots_are_embedded_only_when_their_results_exist(built, release, tmp_path):
+    import shutil
+
+    import yaml
+
+    text = (built[1] / "README.md").read_text()
+    at = text.index("### Plots")
+    assert at > text.index("## Benchmarks") and "](card/compound_gene_ap.png)" in text[at:] \
+        and "](card/gene_gene_recall.png)" in text[at:]
+    raw = yaml.safe_load(built[0].read_text())
+    raw["benchmarks"] = ["compound-gene-activity", "perturbation-signal"]
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    (release / "benchmarks" / "results" / "baseline" / "gene-gene-recall.json").unlink()
+    shutil.copy(built[1] / "card" / "montage.png", tmp_path / "keep.png")
+    assemble(load_manifest(path), release)
+    text = (release / "README.md").read_text()
+    assert not (release / "card" / "gene_gene_recall.png").exists() and "gene_gene_recall.png" not in text
+    assert "card/gene_gene_recall.png" not in _release(release)["files"]
+    assert "](card/compound_gene_ap.png)" in text and (release / "card" / "compound_gene_ap.png").is_file()
+
+
+def test_front_matter_has_licence_paper_and_source_datasets(built, release, tmp_path):
+    import yaml
+    from huggingface_hub import DatasetCard
+
+    from rxcurate.errors import ManifestError
+
+    raw = yaml.safe_load(built[0].read_text())
+    raw["card"].update({"license": "other", "license_name": "recursion-dataset-license",
+                        "license_link": "https://www.rxrx.ai/recursion-dataset-license", "source_datasets": ["RxRx3"],
+                        "paper": {"title": "RxRx3-core: Benchmarking drug-target interactions in High-Content "
+                                           "Microscopy", "arxiv": "2503.20158"}})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assemble(load_manifest(path), release)
+    card = DatasetCard.load(release / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "other" and data["license_name"] == "recursion-dataset-license"
+    assert data["license_link"] == "https://www.rxrx.ai/recursion-dataset-license"
+    assert data["source_datasets"] == ["RxRx3"] and "arxiv:2503.20158" in data["tags"]
+    assert schema_problem(data, "card", "README.md") is None
+    assert "| paper | [RxRx3-core: Benchmarking drug-target interactions in High-Content Microscopy]" \
+           "(https://arxiv.org/abs/2503.20158) |" in card.text
+    assert "| licence | `other` (recursion-dataset-license): [https://www.rxrx.ai/recursion-dataset-license]" \
+        in card.text
+    assert "| source datasets | RxRx3 |" in card.text
+    raw["card"]["license"] = "cc-by-4.0"  # a named licence needs `other`
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ManifestError, match="card.license: other"):
+        load_manifest(path)
+    for f in ("rxrx3-core", "rxrx3-core-curated", "rxrx3-core-vitally"):
+        m = load_manifest(Path(__file__).resolve().parents[1] / "manifests" / f"{f}.yaml")
+        assert m.card["license"] == "other" and m.card["source_datasets"] == ["RxRx3"]
+        assert m.card["paper"]["arxiv"] == "2503.20158"
+
+
+def test_numbers_have_four_significant_digits(built):
+    import re
+
+    from rxcurate.card import fmt_num, strip_prose
+
+    assert [fmt_num(v) for v in (0.123456789, 2.5, 10.0, 61177.3, 12, 1234567, None, float("nan"), 1e-06, True)] \
+        == ["0.1235", "2.5", "10", "61,180", "12", "1,234,567", "n/a", "n/a", "1e-06", "true"]
+    text = (built[1] / "README.md").read_text()
+    body = strip_prose(text[text.index("\n# "):])
+    body = re.sub(r"```.*?```", "", body, flags=re.S)  # code (SQL, examples) is not a number the card computed
+    for number in re.findall(r"(?<![\w.-])\d+\.\d+(?:e[-+]\d+)?(?![\w.])", body):
+        mantissa = number.split("e")[0].replace(".", "").lstrip("0")
+        assert len(mantissa) <= 4, f"{number} has more than 4 significant digits"
+    report = json.loads((built[1] / "compression_report.json").read_text())
+    assert f"mean {fmt_num(report['bytes']['per_image']['mean'])}" in text
+
+
+def test_concentrations_sort_numerically(built):
+    text = (built[1] / "README.md").read_text()
+    at = text.index("### Compound concentrations")
+    table = text[at: text.index("\n###", at + 4)]
+    concs = [float(line.split("|")[1]) for line in table.splitlines()[4:] if line.startswith("| ")]
+    assert len(concs) >= 3 and concs == sorted(concs)
+    at = text.index("### compound-gene-activity: ")
+    rows = [line.split("|")[2].strip() for line in text[at: text.index("\n### ", at + 4)].splitlines()
+            if line.startswith("| baseline |") and line.split("|")[2].strip().endswith("/average_precision/q0.5")]
+    heads = [r.split("/")[0] for r in rows]
+    assert heads[-1] == "max" and [float(h) for h in heads[:-1]] == sorted(float(h) for h in heads[:-1])
+    assert len(heads) > 3
+
+
+def test_controls_are_explained_with_their_use(built):
+    text = (built[1] / "README.md").read_text()
+    at = text.index("### Controls")
+    section = text[at: text.index("\n### ", at + 4)]
+    assert "- `EMPTY_control`: no perturbation" in section and "- `CRISPR_control`: a control CRISPR guide" in section
+    assert section.index("`EMPTY_control`: no") < section.index("`CRISPR_control`: a control")
+    # how each benchmark uses them, from the published definitions
+    assert "`gene-gene-recall` fits its post-processing (`pca_centerscale`) on them and drops them from the map" \
+        in section
+    assert "`perturbation-signal` drops them from the map" in section.split("`CRISPR_control`: ")[1]
+
+
+def test_validate_catches_a_changed_card_image(built, release):
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from release_fixture import rehash
+
+    from rxcurate.validate import validate_folder
+
+    assert validate_folder(release, rerun=False).ok
+    path = release / "card" / "montage.png"
+    px = np.asarray(Image.open(path)).copy()
+    px[0, 0] = 255 - px[0, 0]
+    buf = io.BytesIO()
+    Image.fromarray(px).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+    rehash(release, "card/montage.png")
+    rep = validate_folder(release, rerun=False)
+    assert not rep.ok and any(f.file == "card/montage.png" and "other pixels" in f.message for f in rep.failures)

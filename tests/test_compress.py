@@ -394,7 +394,9 @@ def test_skip_mode_drops_the_well_and_reports_it(tiny_rxrx3, tmp_path):
     src, m, w, lock = _select_small(tiny_rxrx3, tmp_path, on_error="skip")
     bad_well = lock.table.column("well_id").to_pylist()[5]
     rel = lock.table.column("images").to_pylist()[5][0]
-    (src / rel).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # header-less garbage
+    # a valid PNG header over a damaged body: select reads only headers, so it is compress that finds it
+    (src / rel).write_bytes((src / rel).read_bytes()[:33] + b"\x00" * 40)
+    select(m, source=src, workdir=w)
     result = C.compress(m, workdir=w, workers=1)
     skipped = result.report["skipped_wells"]
     assert [s["well_id"] for s in skipped] == [bad_well] and skipped[0]["error"].startswith(rel)
@@ -424,14 +426,14 @@ def test_missing_changed_or_wrong_shape_image_after_select(tiny_rxrx3, tmp_path)
     (src / paths[2][0]).write_bytes(small)
     t = pq.read_table(w / LOCKFILE)
     info = json.loads(t.schema.metadata[b"rxcurate.lockfile"])
-    sha = t.column("sha256").to_pylist()
-    sha[2][0] = hashlib.sha256(small).hexdigest()
+    sizes = t.column("size").to_pylist()
+    sizes[2][0] = len(small)
     import pyarrow as pa
 
     from rxcurate.layout import content_hash, write_lockfile
 
     t = t.replace_schema_metadata(None)
-    t = t.set_column(t.column_names.index("sha256"), "sha256", pa.array(sha, pa.list_(pa.string())))
+    t = t.set_column(t.column_names.index("size"), "size", pa.array(sizes, pa.list_(pa.int64())))
     info["content_hash"] = content_hash(t)
     write_lockfile(w / LOCKFILE, t, info)
     with pytest.raises(CompressError, match=re.escape(str(src / paths[2][0])) + r": uint16 image of shape \[80, 80\]"):

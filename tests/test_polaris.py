@@ -1,5 +1,6 @@
-"""Polaris artifacts (polaris-lib 0.13): the compound-gene pairs, a round trip through polaris-lib (load and
-evaluate fake predictions, per-compound grouped PR-AUC), portability, and the gated upload."""
+"""Polaris artifacts in the core (no polaris-lib): the compound-gene pairs, polaris-lib's document format and
+checksums, Hub-URL locations, portability, checks, and `publish --to polaris://` refusing without polaris-lib.
+The same artifacts against stock polaris-lib: tests/with_polaris/ (.venv-polaris)."""
 
 from __future__ import annotations
 
@@ -53,52 +54,51 @@ def test_compound_without_enough_candidates_is_skipped():
                                min_negatives=50, seed=0)
     assert pairs.empty
     with pytest.raises(PublishError, match="no compound-gene pairs"):
-        pol.build_artifacts("/tmp/unused-polaris", pairs, name="tiny", description="d", license=None, provenance={})
+        pol.build_artifacts("/tmp/unused-polaris", pairs, name="tiny", description="d", license=None, provenance={},
+                            repo_id="o/tiny", version="0.1.0")
 
 
-def test_release_artifacts_round_trip_through_polaris_lib(built, monkeypatch):
-    import polaris as po
+def test_core_writes_the_artifacts_without_polaris_lib(built):
+    """The core environment has no polaris-lib; the release still carries the Polaris task, in polaris-lib's format,
+    naming its files by the release's Hub URL (stock polaris-lib loads it: tests/with_polaris/)."""
+    import importlib.util
 
+    assert importlib.util.find_spec("polaris") is None or os.environ.get("RXCURATE_ALLOW_POLARIS")
     folder = built[1] / "polaris"
     info = json.loads((folder / "rxcurate.json").read_text())
+    bench = json.loads((folder / "benchmark.json").read_text())
+    ds = json.loads((folder / info["dataset"]).read_text())
+    base = "hf://datasets/test/tiny-rxrx3@v0.1.0/polaris/"
+    assert bench["dataset"] == base + info["dataset"] and ds["table"] == base + "table.parquet"
+    assert info["location"]["benchmark_url"] == base + "benchmark.json"
+    assert bench["main_metric"] == "pr_auc_grouped" and bench["input_cols"] == ["gene_symbol", "treatment"]
+    assert [m["config"]["on_error"] for m in bench["metrics"]] == ["ignore", "ignore"]
+    assert info["aligned_with"]["benchmark"] == "recursion/rxrx-compound-gene-activity-benchmark"
     table = pd.read_parquet(folder / "table.parquet")
-    assert list(table.columns) == ["treatment", "gene_symbol", "active"] and len(table) == info["rows"]
-    metadata = pd.read_parquet(built[1] / "metadata.parquet")
-    assert set(table.treatment) <= set(metadata.treatment) and set(table.gene_symbol) <= set(metadata.gene)
-    # plain polaris-lib, from inside polaris/ (relative paths)
-    monkeypatch.chdir(folder)
-    bench = po.load_benchmark("benchmark.json")
-    train, test = bench.get_train_test_split()
-    assert len(train) == 0 and len(test) == len(table)
-    assert bench.main_metric.name == "pr_auc_per_compound"
-    # and our loader from any working directory
-    monkeypatch.chdir(built[1].parent)
-    bench = pol.load_benchmark(folder)
-    perfect = pol.evaluate(bench, table["active"].to_numpy(dtype=float))
-    assert perfect == {"pr_auc_per_compound": 1.0, "pr_auc": 1.0, "roc_auc": 1.0}
-    rng = np.random.default_rng(0)
-    scores = rng.random(len(table))
-    got = pol.evaluate(bench, scores)
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    per_compound = [average_precision_score(g["active"], scores[g.index]) for _, g in table.groupby("treatment")]
-    assert got["pr_auc_per_compound"] == pytest.approx(np.mean(per_compound), abs=1e-12)
-    assert got["roc_auc"] == pytest.approx(roc_auc_score(table["active"], scores), abs=1e-12)
-    results = bench.evaluate(y_prob=scores)
-    doc = results.model_dump(mode="json", by_alias=True)
-    assert doc["results"][0]["scores"]["pr_auc_per_compound"] == pytest.approx(got["pr_auc_per_compound"])
+    assert ds["md5sum"] == pol.dataset_md5(table) and ds["n_rows"] == len(table) == info["rows"]
+    y = pd.read_parquet(folder / "predictions.parquet")["y_prob"].to_numpy()
+    assert len(y) == len(table) and np.all((y >= 0) & (y <= 1 + 1e-12))
+    assert set(info["predictions"]["scores"]) == {"pr_auc_grouped", "roc_auc_grouped"}
+    assert pol.check_artifacts(built[1]) == []
 
 
-def test_artifacts_are_portable(built, release, tmp_path):
+def test_dataset_checksum_ignores_row_and_column_order():
+    t = pd.DataFrame({"treatment": ["A", "B", "C"], "gene_symbol": ["g1", "g2", "g3"], "active": [1, 0, 1]})
+    shuffled = t.sample(frac=1.0, random_state=1)[["active", "treatment", "gene_symbol"]]
+    assert pol.dataset_md5(t) == pol.dataset_md5(shuffled)
+    other = t.assign(active=[1, 1, 1])
+    assert pol.dataset_md5(other) != pol.dataset_md5(t)
+    assert pol.metric_string(pol.METRICS[0]) == (
+        'pr_auc{"aggregation": "mean", "default": null, "group_by": "treatment", "on_error": "ignore"}')
+
+
+def test_artifacts_are_portable(built, release):
     from rxcurate.assemble import assemble
     from rxcurate.manifest import load_manifest
 
     folder = built[1] / "polaris"
     for p in folder.iterdir():
         assert str(built[1]) not in p.read_bytes().decode("utf-8", "ignore"), p.name
-    info = json.loads((folder / "rxcurate.json").read_text())
-    assert json.loads((folder / "benchmark.json").read_text())["dataset"] == info["dataset"]
-    assert json.loads((folder / info["dataset"]).read_text())["table"] == "table.parquet"
     shutil.rmtree(release / "polaris")
     assemble(load_manifest(built[0]), release)  # rebuilt elsewhere: identical bytes
     for p in sorted((built[1] / "polaris").iterdir()):
@@ -110,74 +110,57 @@ def test_check_artifacts_detects_tampering(release):
     t = pd.read_parquet(release / "polaris" / "table.parquet")
     t.loc[0, "gene_symbol"] = "NOT_A_GENE"
     t.to_parquet(release / "polaris" / "table.parquet", index=False)
-    assert pol.check_artifacts(release, with_library=False) == []  # structure intact...
-    problems = pol.check_artifacts(release)  # ...but the md5 checksum of the dataset no longer matches
-    assert problems and "checksum" in problems[0] and problems[0].startswith("polaris/benchmark.json")
+    problems = pol.check_artifacts(release)
+    assert problems and "md5sum" in problems[0] and "polaris-lib would refuse it" in problems[0]
 
 
-def test_publish_without_credentials_builds_and_says_so(release, monkeypatch):
-    monkeypatch.setattr(pol, "credentials", lambda: None)
-    res = pol.publish_polaris(release, "me", "tiny")
-    assert res.status == "built" and "nothing uploaded" in res.message and "POLARIS_USERNAME" in res.message
+def test_check_artifacts_detects_a_moved_location(release):
+    problems = pol.check_artifacts(release, repo_id="someone/else", version="0.1.0")
+    assert problems and "hf://datasets/someone/else@v0.1.0/polaris/" in problems[0]
 
 
-class DeprecatedUploadClient:
-    """Test double of polaris.hub.client.PolarisHubClient: uploads raise as polaris-lib 0.13's do."""
-
-    def __init__(self, error=None):
-        self.error = error
-        self.calls: list[str] = []
-
-    def upload_dataset(self, dataset, owner=None):
-        from polaris.utils.errors import PolarisDeprecatedError
-
-        self.calls.append("upload_dataset")
-        raise self.error or PolarisDeprecatedError("dataset uploading")
-
-    def upload_benchmark(self, benchmark, owner=None):  # pragma: no cover - never reached
-        self.calls.append("upload_benchmark")
+def test_check_artifacts_detects_forged_prediction_scores(release):
+    path = release / "polaris" / "rxcurate.json"
+    info = json.loads(path.read_text())
+    info["predictions"]["scores"]["pr_auc_grouped"] = 0.999
+    path.write_text(json.dumps(info))
+    assert any("predictions score pr_auc_grouped" in p for p in pol.check_artifacts(release))
 
 
-def test_publish_with_credentials_reports_the_deprecation(release):
-    client = DeprecatedUploadClient()
-    res = pol.publish_polaris(release, "me", "tiny", client=client)
-    assert res.status == "upload-unsupported" and "no longer accepts" in res.message and client.calls
-    with pytest.raises(PublishError, match="Polaris upload failed.*intact"):
-        pol.publish_polaris(release, "me", "tiny", client=DeprecatedUploadClient(ConnectionError("offline")))
+def test_publish_to_polaris_without_polaris_lib_exits_2(release):
+    """In the core environment: nothing uploaded, exit 2, the message says how to upload and what is not uploadable."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rx = Path(sys.executable).with_name("rxcurate")
+    out = subprocess.run([str(rx), "publish", str(release), "--to",
+                          "polaris://recursion/rxrx-compound-gene-activity-benchmark"],
+                         capture_output=True, text=True, env={**os.environ, "RXCURATE_PROGRESS": "0"}, timeout=300)
+    text = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode == 2, text
+    assert "not uploaded" in text and "make install-polaris" in text and "Traceback" not in text
+    assert "PolarisDeprecatedError" in text  # says why the dataset/benchmark themselves are not uploaded
 
 
 def test_invalid_artifacts_are_not_published(release):
     (release / "polaris" / "rxcurate.json").unlink()
-    with pytest.raises(PublishError, match="invalid"):
-        pol.publish_polaris(release, "me", "tiny", client=DeprecatedUploadClient())
+    with pytest.raises(PublishError, match="nothing uploaded: the Polaris artifacts are invalid"):
+        pol.publish_polaris(release, "me", "tiny")
 
 
-def test_credentials_from_environment(monkeypatch, tmp_path):
-    import polaris.utils.constants as const
+def test_importing_rxcurate_loads_no_polaris_module():
+    import subprocess
+    import sys
 
-    monkeypatch.setattr(const, "DEFAULT_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("POLARIS_USERNAME", raising=False)
-    monkeypatch.delenv("POLARIS_PASSWORD", raising=False)
-    assert pol.credentials() is None
-    monkeypatch.setenv("POLARIS_USERNAME", "u")
-    monkeypatch.setenv("POLARIS_PASSWORD", "secret-pw")
-    found = pol.credentials()
-    assert found and "secret-pw" not in found
-    monkeypatch.delenv("POLARIS_PASSWORD")
-    (tmp_path / "hub_auth_token.json").write_text("{}")
-    assert "token" in pol.credentials()
-
-
-@pytest.mark.skipif(not (os.environ.get("RXCURATE_POLARIS_TEST_OWNER") and os.environ.get("POLARIS_USERNAME")),
-                    reason="real Polaris Hub test: set RXCURATE_POLARIS_TEST_OWNER, POLARIS_USERNAME and "
-                           "POLARIS_PASSWORD")
-def test_polaris_real_hub(release):  # pragma: no cover - needs network and credentials
-    res = pol.publish_polaris(release, os.environ["RXCURATE_POLARIS_TEST_OWNER"], "rxcurate-test")
-    assert res.status in ("upload-unsupported", "uploaded")
+    code = ("import sys, rxcurate, rxcurate.cli, rxcurate.pipeline, rxcurate.validate, rxcurate.publish, "
+            "rxcurate.consume.pull\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'polaris'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
 
 
 def test_artifacts_are_byte_identical_across_python_hash_seeds(tmp_path):
-    """polaris-lib serialises sets in hash order; a release must not change with PYTHONHASHSEED."""
+    """Sets must never reach the documents in hash order: a release must not change with PYTHONHASHSEED."""
     import subprocess
     import sys
 
@@ -186,14 +169,15 @@ def test_artifacts_are_byte_identical_across_python_hash_seeds(tmp_path):
         "from rxcurate.publish import polaris as pol\n"
         "pairs = pd.DataFrame({'treatment': ['A', 'A', 'A', 'B', 'B', 'B'],\n"
         "                      'gene_symbol': ['g1', 'g2', 'g3', 'g1', 'g2', 'g3'],\n"
-        "                      'active': [True, False, False, False, True, False]})\n"
-        "pol.build_artifacts(sys.argv[1], pairs, name='hashseed', description='d', license=None, provenance={})\n"
+        "                      'active': [1, 0, 0, 0, 1, 0]})\n"
+        "pol.build_artifacts(sys.argv[1], pairs, name='hashseed', description='d', license=None, provenance={},\n"
+        "                    repo_id='o/n', version='1.0.0', predictions=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])\n"
     )
     digests = []
     for seed in ("1", "2", "3"):
         out = tmp_path / seed
-        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        env = {**os.environ, "PYTHONHASHSEED": seed}
         r = subprocess.run([sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
-        digests.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix == ".json"})
+        digests.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert digests[0] == digests[1] == digests[2]

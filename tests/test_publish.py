@@ -392,14 +392,13 @@ def test_cli_publish_local(built, release, tmp_path):
     assert r2.exit_code == 0 and json.loads(r2.output)["status"] == "unchanged"
 
 
-def test_cli_publish_polaris_reports_what_cannot_be_uploaded(built, release, monkeypatch):
-    import rxcurate.publish.polaris as pol
-
-    monkeypatch.setattr(pol, "credentials", lambda: None)
-    r = runner.invoke(app, ["publish", str(release), "--to", "polaris://me/tiny", "--json"])
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
-    assert doc["status"] == "built" and "nothing uploaded" in doc["message"] and "credentials" in doc["message"]
+def test_cli_publish_polaris_reports_what_cannot_be_uploaded(built, release):
+    """In the core environment (no polaris-lib): a PublishError (exit 2 at the CLI, tests/test_polaris.py), nothing
+    uploaded, the message says what and how."""
+    r = runner.invoke(app, ["publish", str(release), "--to", "polaris://me/tiny"])
+    assert isinstance(r.exception, PublishError), r.output
+    text = " ".join(str(r.exception).split())
+    assert "not uploaded" in text and "make install-polaris" in text and "PolarisDeprecatedError" in text
 
 
 def test_cli_publish_help():

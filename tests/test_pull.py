@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from release_fixture import REPO_ID, build_release, copy_release, write_manifest
+from release_fixture import REPO_ID, build_release, two_version_hub
 from typer.testing import CliRunner
 
 from rxcurate.cli import app, main
 from rxcurate.consume.pull import CACHE_RECORD, available_parts, part_files, pull
 from rxcurate.errors import PullError
 from rxcurate.io import sha256_file
-from rxcurate.publish import publish
 from rxcurate.publish.local import LocalHub
 
 runner = CliRunner()
@@ -34,17 +33,7 @@ def built(tiny_rxrx3, tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub(built, tmp_path_factory) -> Path:
     """A hub with versions 0.1.0 and 0.2.0 of the tiny release."""
-    from rxcurate.assemble import assemble, previous_from_local
-    from rxcurate.manifest import load_manifest
-
-    base = tmp_path_factory.mktemp("pull-hub")
-    hub = base / "hub"
-    folder = copy_release(built[1], base / "release")
-    publish(folder, "local", hub=hub)
-    m2 = load_manifest(write_manifest(base / "m2.yaml", version="0.2.0"))
-    assemble(m2, folder, previous=previous_from_local(hub, REPO_ID, "0.2.0"))
-    publish(folder, "local", hub=hub)
-    return hub
+    return two_version_hub(built[1], tmp_path_factory.mktemp("pull-hub"))
 
 
 @pytest.fixture
@@ -83,7 +72,8 @@ def test_latest_resolves_to_the_newest_version_and_says_so(hub, cache, capsys):
         main(["pull", f"{TARGET}@latest", "--hub", str(hub), "--cache", str(cache), "--parts", "metadata"])
     assert exc.value.code == 0
     out = capsys.readouterr()
-    assert "resolved to version 0.2.0" in out.err and "@0.2.0" in out.out
+    assert "resolved to version 0.2.0" in out.err and "@0.2.0" in out.err
+    assert out.out == f"{cache / 'local' / REPO_ID / '0.2.0'}\n"  # stdout: the folder alone, like `hf download`
 
 
 def test_second_pull_comes_from_the_cache(hub, cache):
@@ -139,7 +129,10 @@ def test_corrupt_download_is_refused_and_nothing_is_cached(hub, cache, monkeypat
     ("local://test/missing", "metadata", ["does not exist", REPO_ID]),
     (f"{TARGET}@0.1.0", "images,embeddings/nope", ["no part 'embeddings/nope'", "embeddings/baseline", "images"]),
     (f"{TARGET}@0.1.0", "pictures", ["no part 'pictures'", "metadata"]),
-    (f"{TARGET}@one", "metadata", ["not a semantic version"]),
+    (f"{TARGET}@one", "metadata", ["neither a semantic version", "@0.1.0", "commit"]),
+    ("rxcurate/x@", "metadata", ["names no version", "@latest"]),
+    ("hf://models/a/b", "metadata", ["dataset repositories", "hf://datasets/<org>/<name>"]),
+    (f"{TARGET}@abcdef1", "metadata", ["no published version's tag points at commit abcdef1", "0.1.0 = "]),
 ])
 def test_unknown_target_version_or_part_lists_what_exists(hub, cache, capsys, target, parts, needles):
     with pytest.raises(SystemExit) as exc:
@@ -229,25 +222,29 @@ def test_pull_help():
 def test_pull_and_load_hf_target_over_http(olah_endpoint, hub, tmp_path):
     import rxcurate
 
-    cache = tmp_path / "cache"
-    res = pull(f"hf://{REPO_ID}@latest", "metadata,embeddings/baseline,card", cache=cache, endpoint=olah_endpoint)
-    assert res.version == "0.2.0" and res.commit == LocalHub(hub).commit_of(REPO_ID, "0.2.0")
-    assert res.folder == cache / "hf" / REPO_ID / "0.2.0" and sorted(res.fetched) == sorted(res.files[1:])
+    cache, hf = tmp_path / "cache", tmp_path / "hf"
+    res = pull(f"hf://{REPO_ID}@latest", "metadata,embeddings/baseline,card", cache=cache, cache_dir=hf,
+               endpoint=olah_endpoint)
+    commit = LocalHub(hub).commit_of(REPO_ID, "0.2.0")
+    assert res.version == "0.2.0" and res.commit == commit
+    assert res.folder == hf / "datasets--test--tiny-rxrx3" / "snapshots" / commit  # the HF cache's snapshot
+    assert sorted(res.fetched) == sorted(res.files[1:])
     local = pull(f"{TARGET}@0.2.0", "metadata,embeddings/baseline,card", hub=hub, cache=tmp_path / "c2")
     for rel in res.files:
         assert (res.folder / rel).read_bytes() == (local.folder / rel).read_bytes()
-    again = pull(f"hf://{REPO_ID}@0.2.0", "metadata", cache=cache, endpoint=olah_endpoint)
-    assert not again.fetched
-    emb = rxcurate.load(f"hf://{REPO_ID}", "0.1.0", "embeddings/baseline", cache=cache, endpoint=olah_endpoint)
+    again = pull(f"hf://{REPO_ID}@0.2.0", "metadata", cache=cache, cache_dir=hf, endpoint=olah_endpoint)
+    assert not again.fetched and sorted(again.cached) == sorted(again.files[1:])
+    emb = rxcurate.load(f"hf://{REPO_ID}", "0.1.0", "embeddings/baseline", cache=cache, cache_dir=hf,
+                        endpoint=olah_endpoint)
     assert len(emb) == len(rxcurate.load(TARGET, "0.1.0", "metadata", hub=hub, cache=cache))
     with pytest.raises(PullError, match=r"no version 9\.9\.9 \(published: 0\.1\.0, 0\.2\.0\)"):
-        pull(f"hf://{REPO_ID}@9.9.9", cache=cache, endpoint=olah_endpoint)
+        pull(f"hf://{REPO_ID}@9.9.9", cache=cache, cache_dir=hf, endpoint=olah_endpoint)
 
 
 def test_both_hubs_answer_the_read_api_alike(olah_endpoint, hub, tmp_path):
     from rxcurate.publish.hf import HfHub
 
-    local, remote = LocalHub(hub), HfHub(endpoint=olah_endpoint)
+    local, remote = LocalHub(hub), HfHub(endpoint=olah_endpoint, cache_dir=tmp_path / "hf")
     assert remote.list_versions(REPO_ID) == local.list_versions(REPO_ID) == ["0.1.0", "0.2.0"]
     assert remote.commit_of(REPO_ID, "latest") == local.commit_of(REPO_ID, "0.2.0")
     files = local.list_files(REPO_ID, "0.1.0")

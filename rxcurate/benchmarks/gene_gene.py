@@ -6,14 +6,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from rxcurate.benchmarks.metrics import recall_at, unit_rows, upper_triangle_null_counts
+from rxcurate.benchmarks.metrics import null_tail_flags, unit_rows
 from rxcurate.benchmarks.postprocess import PerturbationMap
 from rxcurate.errors import BenchmarkError
 
 
 def threshold_name(lower: float, upper: float) -> str:
     return f"recall_{lower}_{upper}"
+
+
+def _positions(values: pd.Series, index: pa.Array) -> np.ndarray:
+    """Position of each value in ``index`` (-1: absent), hashed by Arrow (much faster than pandas on strings)."""
+    found = pc.index_in(pa.array(values, type=pa.string(), from_pandas=True), value_set=index)  # NaN: absent
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
 
 
 def gene_gene_recall(m: PerturbationMap, sources: dict[str, pd.DataFrame], params: dict[str, Any]) -> dict[str, Any]:
@@ -23,7 +31,7 @@ def gene_gene_recall(m: PerturbationMap, sources: dict[str, pd.DataFrame], param
     names = m.perturbation[genes]
     if len(names) < 2:
         raise BenchmarkError(f"gene-gene-recall needs at least 2 gene perturbations in the map, found {len(names)}")
-    index = pd.Index(names)
+    index = pa.array([str(v) for v in names], type=pa.string())  # unique (the map has one row per gene)
     null_kind = params.get("null", "genes")
     if null_kind == "genes":
         u_null, rows = unit_rows(m.features[genes], "map", names), np.arange(len(genes))
@@ -34,8 +42,7 @@ def gene_gene_recall(m: PerturbationMap, sources: dict[str, pd.DataFrame], param
     qi, qj, sizes = [], [], {}
     for name in sorted(sources):
         rels = sources[name]
-        i = index.get_indexer(rels["entity1"].to_numpy(dtype=object))
-        j = index.get_indexer(rels["entity2"].to_numpy(dtype=object))
+        i, j = (_positions(rels[c], index) for c in ("entity1", "entity2"))
         keep = (i >= 0) & (j >= 0)
         qi.append(rows[i[keep]])
         qj.append(rows[j[keep]])
@@ -44,7 +51,8 @@ def gene_gene_recall(m: PerturbationMap, sources: dict[str, pd.DataFrame], param
         raise BenchmarkError(f"no annotated pair of sources {sorted(sources)} has both genes in the map (empty "
                              f"overlap with truth; map genes e.g. {[str(v) for v in names[:3]]}): are the truth files "
                              "for this screen and do they use the map's gene symbols?")
-    _, below, at_or_below, n_null = upper_triangle_null_counts(u_null, np.concatenate(qi), np.concatenate(qj))
+    thresholds = [(min(lo, hi), max(lo, hi)) for lo, hi in params["recall_thresholds"]]
+    _, flags, n_null = null_tail_flags(u_null, np.concatenate(qi), np.concatenate(qj), thresholds)
 
     out: dict[str, Any] = {
         "null": {"kind": null_kind, "size": int(n_null), "genes": int(len(names))},
@@ -53,12 +61,11 @@ def gene_gene_recall(m: PerturbationMap, sources: dict[str, pd.DataFrame], param
     pos = 0
     for name in sorted(sizes):
         k = sizes[name]
-        b, a = below[pos : pos + k], at_or_below[pos : pos + k]
+        hit = flags[:, pos : pos + k]
         pos += k
         row: dict[str, Any] = {"pairs": int(len(sources[name])), "query_size": k}
-        for lower, upper in params["recall_thresholds"]:
-            lo, hi = min(lower, upper), max(lower, upper)
-            row[threshold_name(lo, hi)] = recall_at(b, a, n_null, lo, hi) if k else None
+        for t, (lo, hi) in enumerate(thresholds):
+            row[threshold_name(lo, hi)] = float(np.mean(hit[t])) if k else None
         out["sources"][name] = row
     return out
 

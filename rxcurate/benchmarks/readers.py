@@ -141,7 +141,7 @@ SAFE_MAGNITUDE = (2.0**-20, 2.0**20)
 def exact_rescale(x: np.ndarray) -> np.ndarray:
     """``x`` times a power of two putting its largest |value| in [0.5, 1), only when it lies outside
     ``SAFE_MAGNITUDE`` (in range: ``x`` itself, so results stay bit-identical)."""
-    m = float(np.max(np.abs(x))) if x.size else 0.0
+    m = max(float(x.max()), -float(x.min())) if x.size else 0.0  # = max |x|, without a full copy
     if m == 0.0 or SAFE_MAGNITUDE[0] <= m <= SAFE_MAGNITUDE[1]:
         return x
     _, exponent = np.frexp(m)

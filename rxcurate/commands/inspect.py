@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from rxcurate.commands.options import json_flag
+from rxcurate.compress import verify_source_digests
 from rxcurate.source import inspect_source
 
 
@@ -16,12 +17,18 @@ def register(app: typer.Typer) -> None:
     def inspect(
         source: Path = typer.Argument(..., help="Source screen folder (metadata.csv + images/)."),
         no_images: bool = typer.Option(False, "--no-images", help="Check metadata only, not image files."),
+        verify: Path | None = typer.Option(
+            None, "--verify", metavar="WORKDIR",
+            help="Also read and sha256-hash every source image of the release in WORKDIR and compare with the sizes "
+                 "in its lockfile and the source_sha256 compress recorded (image_digests.parquet)."),
         as_json: bool = json_flag("the report"),
     ) -> None:
         """Check a source screen (columns, addresses, ids, every image present with the right size and bit depth)
         and report counts by perturbation type, experiments, plates and images. Exit 2 on the first problem."""
 
         report = inspect_source(source, check_images=not no_images)
+        if verify is not None:
+            report["verified"] = verify_source_digests(verify, source)
         if as_json:
             typer.echo(json.dumps(report, indent=2, sort_keys=True))
             return
@@ -38,4 +45,8 @@ def register(app: typer.Typer) -> None:
         if "images_missing" in report:
             w, h = report["image_size"]
             typer.echo(f"images      {report['images_expected']:,} present, {w}x{h} {report['image_bits']}-bit")
+        if "verified" in report:
+            v = report["verified"]
+            typer.echo(f"verified    {v['images']:,} images of {verify} ({v['hashed_bytes']:,} bytes hashed, "
+                       f"{v['digests_compared']:,} against compress's sha256)")
         typer.echo("ok")

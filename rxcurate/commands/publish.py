@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         manifest: Path = typer.Argument(..., help="Release manifest (YAML) whose folder rxcurate card assembled; "
                                         "or the release folder itself."),
         to: str = typer.Option("local", "--to", help="Target: local (the manifest's card.repo_id in the local hub), "
-                               "local://ORG/NAME, hf://ORG/NAME or polaris://OWNER/NAME."),
+                               "local://ORG/NAME, hf://ORG/NAME or polaris://OWNER/BENCHMARK (results upload)."),
         workdir: Path | None = WORKDIR,
         hub: Path | None = HUB,
         private: bool = typer.Option(False, "--private", help="hf://: create the repository private."),
@@ -36,8 +36,17 @@ def register(app: typer.Typer) -> None:
         hf: one Hub commit (parent_commit checked), then the tag; the token comes from HF_TOKEN or
         `hf auth login`.
 
-        polaris: the release's Polaris artifacts are checked; polaris-lib 0.13 can no longer upload datasets or
-        benchmarks, which is reported.
+        \b
+        polaris://OWNER/BENCHMARK: uploads the release's baseline predictions
+        (polaris/predictions.parquet), scored by polaris-lib, as results of that
+        Polaris benchmark, e.g.
+          polaris://recursion/rxrx-compound-gene-activity-benchmark
+        Needs polaris-lib (make install-polaris, then
+          .venv-polaris/bin/rxcurate publish ...)
+        and credentials (POLARIS_USERNAME/POLARIS_PASSWORD or `polaris login`);
+        without them nothing is uploaded and it exits 2. The Polaris Hub no longer
+        accepts datasets or benchmarks: those ship in the dataset repository's
+        polaris/ folder.
         """
         if workdir is not None:
             folder = workdir

@@ -26,13 +26,14 @@ def register(app: typer.Typer) -> None:
         source: Path = typer.Option(None, "--source", help="Source screen folder (metadata.csv + images/); default: "
                                     "the manifest's source.root."),
         workdir: Path | None = WORKDIR,
-        threads: int = typer.Option(8, "--threads", min=1, help="Threads hashing source images."),
+        threads: int = typer.Option(8, "--threads", min=1, help="Threads reading source image headers."),
         as_json: bool = json_flag("the summary"),
     ) -> None:
         """Select wells with the manifest's DuckDB SQL and seeded samplers; write WORKDIR/lockfile.parquet.
 
         The lockfile lists every selected well (sorted by well_id) with its metadata, source image paths and
-        their sha256. Prints wells by perturbation type, experiment and concentration, and the projected size.
+        their byte sizes (compress hashes each image once, as it encodes it). Prints wells by perturbation type,
+        experiment and concentration, and the projected size.
         With select.filters the selected wells are candidates: they are compressed and embedded in
         WORKDIR/.candidates, scored per perturbation (phenostats.parquet) and only controls plus passing
         perturbations are kept (report: curation.json).

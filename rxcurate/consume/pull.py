@@ -1,12 +1,24 @@
 """Pull a pinned version of a published release into a verified, versioned cache; load its parts.
 
-The cache lives in ``$RXCURATE_CACHE`` (else ``~/.cache/rxcurate``), one folder per target and concrete version:
-``CACHE/<kind>/<org>/<name>/<version>/`` holding the release's files at their repository paths plus
-``.rxcurate-cache.json`` (the commit and, per file, the sha256 it was verified against and the size/mtime it had).
-Every fetched file is checked against the version's ``release.json`` (sha256 and size; the card by its data hash)
-before it is moved into place, so the cache never holds an unverified file. A second pull trusts a cached file
-whose size and mtime are unchanged since it was verified (instant); any other cached file is re-hashed, and a
-corrupted one is re-fetched (and reported). ``verify=True`` re-hashes every cached file.
+Every file is stored once on disk:
+
+- ``hf://`` targets live in the Hugging Face cache (``cache_dir``, else ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``,
+  else ``~/.cache/huggingface/hub``), downloaded by huggingface_hub's ``snapshot_download`` (parallel,
+  ``max_workers``; byte progress bars when :func:`rxcurate.progress.enabled`) with ``revision`` the version's tag and
+  ``allow_patterns`` the requested files; a pull's folder is the snapshot
+  ``CACHE/datasets--<org>--<name>/snapshots/<commit>/``, shared with every other huggingface_hub user
+  (``hf_hub_download``, ``datasets``, pandas' ``hf://``). rxcurate keeps only a small verification record (no data)
+  in ``$RXCURATE_CACHE/hf/<org>/<name>/<version>/.rxcurate-cache.json``.
+- ``local://`` targets live in ``$RXCURATE_CACHE`` (else ``~/.cache/rxcurate``), one folder per target and concrete
+  version ``CACHE/local/<org>/<name>/<version>/`` holding the release's files at their repository paths plus
+  ``.rxcurate-cache.json``.
+
+The record holds the commit and, per file, the sha256 it was verified against and the size/mtime it had. Every file
+is checked against the version's ``release.json`` (sha256 and size; the card by its data hash): a local fetch before
+it is moved into place (the cache never holds an unverified file); an HF download right after it lands (a mismatch
+is removed from the HF cache again). A second pull trusts a cached file whose size and mtime are unchanged since it
+was verified (instant, no download); any other cached file is re-hashed, and a corrupted one is re-fetched (HF:
+``force_download`` of that file) and reported. ``verify=True`` re-hashes every cached file.
 
 Parts: ``images`` (``data/*.parquet``), ``metadata``, ``embeddings`` or ``embeddings/<name>``, ``benchmarks``,
 ``card`` (README.md, CHANGELOG.md), ``lockfile``, ``polaris``, or ``all``. ``release.json`` always comes along.
@@ -18,11 +30,12 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rxcurate.card import card_data_hash
@@ -32,6 +45,7 @@ from rxcurate.io import atomic_path, atomic_write_json, sha256_file
 from rxcurate.layout import (
     BENCHMARKS_DIR,
     CARD,
+    CARD_ASSETS_DIR,
     CHANGELOG,
     DATA_DIR,
     EMBEDDINGS_DIR,
@@ -46,9 +60,10 @@ from rxcurate.layout import (
     Release,
     parse_release_json,
 )
-from rxcurate.progress import enabled, log, progress
+from rxcurate.progress import log, progress
+from rxcurate.publish.hf import DOWNLOAD_WORKERS, HfHub
 from rxcurate.publish.hub import PinnedVersion, open_version
-from rxcurate.publish.targets import Target, parse_version, relabel, resolve_target
+from rxcurate.publish.targets import Target, parse_revision, relabel, resolve_target
 
 CACHE_RECORD = ".rxcurate-cache.json"
 PARTS = ("images", "metadata", "embeddings", "benchmarks", "card", "lockfile", "polaris")
@@ -57,24 +72,25 @@ LOAD_PARTS = ("images", "metadata", "embeddings/<name>", "wells")
 
 # --------------------------------------------------------------------------------------------------- sources
 def open_source(target: str | Target, *, hub: str | os.PathLike[str] | None = None,
-                endpoint: str | None = None) -> PinnedVersion:
-    """Resolve ``TARGET[@VERSION]`` to a concrete published version (``latest`` -> the newest tag); every problem
-    is a :class:`PullError`."""
+                endpoint: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> PinnedVersion:
+    """Resolve ``TARGET[@VERSION]`` (also ``ORG/NAME`` = ``hf://ORG/NAME``, ``hf://datasets/ORG/NAME@REV``,
+    ``@<commit>``) to a concrete published version (``latest`` -> the newest tag); every problem is a
+    :class:`PullError`. ``cache_dir``: the Hugging Face cache of an ``hf://`` target."""
     with relabel(PullError):
         t = target if isinstance(target, Target) else resolve_target(target, hub)
         if t.kind == "polaris":
             raise PullError(f"{t}: Polaris artifacts ship inside the dataset repository: pull local://{t.repo_id} or "
                             f"hf://{t.repo_id} with --parts polaris")
-        return open_version(t, endpoint=endpoint)
+        return open_version(t, endpoint=endpoint, cache_dir=cache_dir)
 
 
 # --------------------------------------------------------------------------------------------------- parts
 def cache_root(cache: str | os.PathLike[str] | None = None) -> Path:
-    """``cache`` if given, else ``$RXCURATE_CACHE``, else ``~/.cache/rxcurate``."""
+    """``cache`` if given, else ``$RXCURATE_CACHE``, else ``~/.cache/rxcurate`` (absolute: a pull prints it)."""
     if cache is not None:
-        return Path(cache)
+        return Path(os.path.abspath(cache))
     env = os.environ.get("RXCURATE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "rxcurate"
+    return Path(os.path.abspath(env)) if env else Path.home() / ".cache" / "rxcurate"
 
 
 def as_release(release: Release | Mapping[str, Any]) -> Release:
@@ -108,7 +124,7 @@ def part_files(release: Release | Mapping[str, Any], part: str, files: Mapping[s
     if part == "benchmarks":
         return sorted(f for f in files if f.startswith(f"{BENCHMARKS_DIR}/"))
     if part == "card":
-        return [CARD] + sorted(f for f in files if f == CHANGELOG)
+        return [CARD] + sorted(f for f in files if f == CHANGELOG or f.startswith(f"{CARD_ASSETS_DIR}/"))
     if part == "lockfile":
         return sorted(f for f in files if f == LOCKFILE)
     if part == "polaris":
@@ -153,7 +169,7 @@ class PullResult:
     target: str  # e.g. local://org/name@1.0.0 (the concrete version)
     version: str
     commit: str
-    folder: Path  # the cache folder of this version (or --dest)
+    folder: Path  # the cache folder of this version (hf: the HF cache's snapshot folder), or --dest
     files: list[str]
     fetched: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
@@ -173,6 +189,7 @@ def version_cache(root: Path, kind: str, repo_id: str, version: str) -> Path:
 
 
 def _cache_folder(source: PinnedVersion, cache: str | os.PathLike[str] | None) -> Path:
+    """The rxcurate cache folder of a version (local: its files and record; hf: its record only), created."""
     root = cache_root(cache)
     folder = version_cache(root, source.target.kind, source.repo_id, source.version)
     try:
@@ -263,16 +280,32 @@ def read_release(source: PinnedVersion) -> Release:
 
 def pull(target: str, parts: str | Sequence[str] | None = None, *, dest: str | os.PathLike[str] | None = None,
          hub: str | os.PathLike[str] | None = None, cache: str | os.PathLike[str] | None = None,
-         endpoint: str | None = None, verify: bool = False) -> PullResult:
+         cache_dir: str | os.PathLike[str] | None = None, endpoint: str | None = None, verify: bool = False,
+         max_workers: int = DOWNLOAD_WORKERS) -> PullResult:
     """Fetch the ``parts`` of ``TARGET[@VERSION]`` into the cache (verified against release.json); with ``dest``,
-    also copy them there. ``@latest`` (or no version) resolves to the newest published version."""
+    also copy them there. ``@latest`` (or no version) resolves to the newest published version. ``hf://`` targets
+    go to the Hugging Face cache (``cache_dir``; ``max_workers`` parallel downloads), ``local://`` ones to
+    ``cache``."""
     names = parse_parts(parts)
-    source = open_source(target, hub=hub, endpoint=endpoint)
+    source = open_source(target, hub=hub, endpoint=endpoint, cache_dir=cache_dir)
     label = str(source)
     release = read_release(source)
     wanted = select_files(release, names, label)
     folder = _cache_folder(source, cache)
     record = _read_record(folder, source.commit)
+    if isinstance(source.hub, HfHub):
+        result = _pull_hf(source, source.hub, release, wanted, record, verify=verify, max_workers=max_workers)
+    else:
+        result = _pull_local(source, release, wanted, folder, record, verify=verify)
+    atomic_write_json(folder / CACHE_RECORD, {"commit": source.commit, "target": label, "files": record})
+    if dest is not None:
+        result.folder = copy_out(result.folder, Path(os.path.abspath(dest)), result.files)
+    return result
+
+
+def _pull_local(source: PinnedVersion, release: Release, wanted: list[str], folder: Path, record: dict[str, Any], *,
+                verify: bool) -> PullResult:
+    label = str(source)
     result = PullResult(label, source.version, source.commit, folder, [RELEASE_JSON, *wanted], release=release)
     rel_text = json.dumps(dict(release.raw), sort_keys=True, indent=2) + "\n"
     if not (folder / RELEASE_JSON).is_file() or (folder / RELEASE_JSON).read_text() != rel_text:
@@ -293,10 +326,64 @@ def pull(target: str, parts: str | Sequence[str] | None = None, *, dest: str | o
                 record[rel] = _stamp(path, _fetch(source, release, rel, path))
                 result.fetched.append(rel)
             advance(1)
-    atomic_write_json(folder / CACHE_RECORD, {"commit": source.commit, "target": label, "files": record})
-    if dest is not None:
-        result.folder = copy_out(folder, Path(dest), result.files)
     return result
+
+
+def _pull_hf(source: PinnedVersion, hf: HfHub, release: Release, wanted: list[str], record: dict[str, Any], *,
+             verify: bool, max_workers: int) -> PullResult:
+    """Download the missing files in one ``snapshot_download`` into the HF cache, then verify every file there."""
+    label = str(source)
+    folder = hf.snapshot_folder(source.repo_id, source.version)
+    have = {rel for rel in wanted if (folder / rel).is_file()}
+    if len(have) < len(wanted):
+        with relabel(PullError):
+            folder = hf.snapshot(source.repo_id, source.version, [RELEASE_JSON, *wanted], max_workers=max_workers)
+    result = PullResult(label, source.version, source.commit, folder, [RELEASE_JSON, *wanted], release=release)
+    with progress(len(wanted), f"verify {label}", "files") as advance:
+        for rel in wanted:
+            path = folder / rel
+            state = _fresh(record, release, rel, path, verify) if rel in have else None
+            if state:
+                result.cached.append(rel)
+                if rel not in record or verify:
+                    record[rel] = _stamp(path, sha256_file(path))
+            else:
+                (result.repaired if state is False else result.fetched).append(rel)
+                record[rel] = _stamp(path, _verified_hf_file(source, hf, release, rel, path, repair=state is False))
+                if state is False:
+                    result.fetched.append(rel)
+            advance(1)
+    return result
+
+
+def _verified_hf_file(source: PinnedVersion, hf: HfHub, release: Release, rel: str, path: Path, *,
+                      repair: bool) -> str:
+    """The sha256 of ``rel`` in the HF cache once it matches release.json: a corrupted cache file (``repair``) is
+    downloaded again (``force_download``); a download that does not match is removed from the cache again."""
+    if repair:
+        log(f"cache: {path} is corrupted (sha256 differs from release.json): re-fetching it")
+        with relabel(PullError):
+            path = hf.cached_file(source.repo_id, source.version, rel, force=True)
+    elif not path.is_file():
+        with relabel(PullError):
+            path = hf.cached_file(source.repo_id, source.version, rel)
+    sha = _verify(release, rel, path)
+    if sha is None:
+        _evict(path)
+        raise PullError(f"{source}: {rel} does not match its sha256 in release.json (corrupt on the server or in "
+                        f"transit); it was removed from the Hugging Face cache; retry, and report it to the publisher "
+                        f"if it persists")
+    return sha
+
+
+def _evict(path: Path) -> None:
+    """Remove a file of the HF cache: the snapshot link and the blob it points at."""
+    blob = Path(os.path.realpath(path))
+    for p in (path, blob):
+        try:
+            p.unlink()
+        except OSError:
+            pass
 
 
 def copy_out(folder: Path, dest: Path, files: Iterable[str]) -> Path:
@@ -312,66 +399,76 @@ def copy_out(folder: Path, dest: Path, files: Iterable[str]) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- load
-def _target_with_version(target: str, version: str | None, hub: str | os.PathLike[str] | None) -> str:
+def _target_with_version(target: str, version: str | None, hub: str | os.PathLike[str] | None) -> Target:
     with relabel(PullError):
         t = resolve_target(target, hub)
         if version is None:
-            return target
-        v = parse_version(str(version))
-    if t.version not in (None, v):
-        raise PullError(f"{target}: the target pins @{t.version} but version={version!r} was given; give one of them")
-    return str(t.with_version(v))
+            return t
+        v, commit = parse_revision(str(version))
+    pinned = t.version or t.commit
+    if pinned is not None and pinned not in (v, commit):
+        raise PullError(f"{target}: the target pins @{pinned} but version={version!r} was given; give one of them")
+    return replace(t, version=v, commit=commit)
 
 
-def _iter_shards(source: PinnedVersion, release: Release, folder: Path, record_lock: dict[str, Any],
+def _shard_path(source: PinnedVersion, release: Release, folder: Path, record: dict[str, Any], rel: str) -> Path:
+    """One verified shard on disk (fetched when absent or corrupted)."""
+    path = folder / rel
+    state = _fresh(record, release, rel, path, False)
+    if state:
+        return path
+    if isinstance(source.hub, HfHub):
+        _verified_hf_file(source, source.hub, release, rel, path, repair=state is False)
+        return path
+    _fetch(source, release, rel, path)
+    return path
+
+
+def _iter_shards(source: PinnedVersion, release: Release, folder: Path, record: dict[str, Any],
                  shards: list[str]) -> Iterator[dict[str, Any]]:
     for rel in shards:
-        path = folder / rel
-        if not _fresh(record_lock, release, rel, path, False):
-            _fetch(source, release, rel, path)
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_shard_path(source, release, folder, record, rel))
         for batch in pf.iter_batches(batch_size=256):
             yield from batch.to_pylist()
 
 
 def load(target: str, version: str | None = None, part: str = "images", *, streaming: bool = False,
          hub: str | os.PathLike[str] | None = None, cache: str | os.PathLike[str] | None = None,
-         endpoint: str | None = None) -> Any:
-    """Load one part of a published version.
+         cache_dir: str | os.PathLike[str] | None = None, endpoint: str | None = None) -> Any:
+    """Load one part of a published version, reading the pulled files where they lie (``hf://``: the Hugging Face
+    cache's snapshot folder; ``local://``: the rxcurate cache): no second copy on disk.
 
-    - ``images``: a ``datasets.Dataset`` (``__key__``, ``jp2`` decoded to uint8 numpy arrays); with
-      ``streaming=True`` a ``datasets.IterableDataset`` that fetches (and verifies) one shard at a time;
+    ``version``: a version (``1.0.0``, ``v1.0.0``, ``latest``) or a commit id, unless ``target`` pins one.
+
+    - ``images``: a ``datasets.Dataset`` (``__key__``, ``jp2`` decoded to uint8 numpy arrays) over the shards read
+      into memory (no Arrow cache copy); with ``streaming=True`` a ``datasets.IterableDataset`` that fetches (and
+      verifies) one shard at a time and reads it from disk;
     - ``metadata``: a pandas DataFrame of ``metadata.parquet``;
     - ``embeddings/<name>`` (or ``embeddings`` when the version has a single set): a pandas DataFrame;
     - ``wells``: a :class:`rxcurate.consume.wells.Wells` over the pulled images and metadata, yielding
       ``(array[6, H, W] uint8, metadata row)`` per well (``.torch()``: a torch ``IterableDataset``).
     """
-    full = _target_with_version(target, version, hub)
+    full = str(_target_with_version(target, version, hub))
     p = part.strip().strip("/")
+    kw: dict[str, Any] = {"hub": hub, "cache": cache, "cache_dir": cache_dir, "endpoint": endpoint}
     if p == "images":
         if streaming:
-            return _stream_images(full, hub=hub, cache=cache, endpoint=endpoint)
-        res = pull(full, ["images"], hub=hub, cache=cache, endpoint=endpoint)
-        import datasets  # heavy: only when loading images
-
-        if not enabled():
-            datasets.disable_progress_bars()
-        files = [str(res.path(f)) for f in part_files(res.release, "images")]
-        ds = datasets.Dataset.from_parquet(files, cache_dir=str(res.folder / ".datasets-cache"))
-        return ds.with_format("numpy")
+            return _stream_images(full, **kw)
+        res = pull(full, ["images"], **kw)
+        return _images_dataset([res.path(f) for f in part_files(res.release, "images")])
     if p == "wells":
-        return Wells(pull(full, ["images", "metadata"], hub=hub, cache=cache, endpoint=endpoint).folder)
+        return Wells(pull(full, ["images", "metadata"], **kw).folder)
     if p == "metadata":
-        res = pull(full, ["metadata"], hub=hub, cache=cache, endpoint=endpoint)
+        res = pull(full, ["metadata"], **kw)
         return pd.read_parquet(res.path(METADATA_PARQUET))
     if p == "embeddings" or p.startswith(f"{EMBEDDINGS_DIR}/"):
         if p == "embeddings":
-            names = embedding_names(read_release(open_source(full, hub=hub, endpoint=endpoint)))
+            names = embedding_names(read_release(open_source(full, hub=hub, endpoint=endpoint, cache_dir=cache_dir)))
             if len(names) != 1:
                 raise PullError(f"{full}: part 'embeddings' is ambiguous; name the set: "
                                 f"{', '.join(f'embeddings/{n}' for n in names) or 'none published'}")
             p = f"{EMBEDDINGS_DIR}/{names[0]}"
-        res = pull(full, [p], hub=hub, cache=cache, endpoint=endpoint)
+        res = pull(full, [p], **kw)
         files = [f for f in res.files if f.startswith(f"{p}/") and f.endswith(f"/{EMBEDDINGS_FILE}")]
         if len(files) != 1:
             raise PullError(f"{res.target}: {p} holds {len(files)} embedding tables; name one set, e.g. "
@@ -381,17 +478,31 @@ def load(target: str, version: str | None = None, part: str = "images", *, strea
                     f"parts with rxcurate pull --parts)")
 
 
+def _images_dataset(files: Sequence[Path]) -> Any:
+    """A ``datasets.Dataset`` over the image shards as they lie on disk: read into memory (``Dataset.from_parquet``
+    would write a second, Arrow copy into its cache), features (``jp2``: Image) from the shards' schema."""
+    import datasets  # heavy: only when loading images
+
+    table = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+    if table is None:
+        raise PullError("this version has no image shards (data/*.parquet)")
+    features = datasets.Features.from_arrow_schema(table.schema)
+    ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
+    return ds.with_format("numpy")
+
+
 def _stream_images(target: str, *, hub: str | os.PathLike[str] | None, cache: str | os.PathLike[str] | None,
-                   endpoint: str | None) -> Any:
+                   cache_dir: str | os.PathLike[str] | None, endpoint: str | None) -> Any:
     import datasets  # heavy: only when streaming images
 
-    source = open_source(target, hub=hub, endpoint=endpoint)
+    source = open_source(target, hub=hub, endpoint=endpoint, cache_dir=cache_dir)
     release = read_release(source)
     shards = part_files(release, "images")
     if not shards:
         raise PullError(f"{source} has no image shards (data/*.parquet)")
-    folder = _cache_folder(source, cache)
-    record = _read_record(folder, source.commit)
+    rx_folder = _cache_folder(source, cache)
+    record = _read_record(rx_folder, source.commit)
+    folder = source.hub.snapshot_folder(source.repo_id, source.version) if isinstance(source.hub, HfHub) else rx_folder
     features = datasets.Features({"__key__": datasets.Value("string"), "jp2": datasets.Image()})
 
     def gen(shards: list[str]) -> Iterator[dict[str, Any]]:

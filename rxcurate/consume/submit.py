@@ -500,5 +500,6 @@ def polaris_status() -> str:
     """What happened to the Polaris upload (only attempted with credentials; never prints them)."""
     if not (os.environ.get("POLARIS_USERNAME") and os.environ.get("POLARIS_PASSWORD")):
         return "Polaris: upload skipped (no POLARIS_USERNAME/POLARIS_PASSWORD credentials set)"
-    return ("Polaris: upload skipped (polaris-lib 0.13 can no longer create benchmarks for new datasets, so there is "
-            "no Polaris benchmark to attach results to; the leaderboard entry above is the record)")
+    return ("Polaris: upload skipped (a submission is recorded on the release's leaderboard only; the Polaris Hub "
+            "takes results of the release's own baseline predictions: rxcurate publish FOLDER --to "
+            "polaris://OWNER/BENCHMARK, with polaris-lib from .venv-polaris)")

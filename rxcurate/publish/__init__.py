@@ -1,5 +1,6 @@
 """Publishing a release folder to a target: ``local://`` (a git hub on disk, the offline default), ``hf://`` (the
-Hugging Face Hub) or ``polaris://`` (Polaris artifacts).
+Hugging Face Hub) or ``polaris://OWNER/BENCHMARK`` (the release's predictions as results of a Polaris benchmark; see
+:mod:`rxcurate.publish.polaris`).
 
 :func:`publish` validates the whole release folder locally (the same checks as ``rxcurate validate``) before any
 network call or hub write, then hands the release files to the target's :class:`~rxcurate.publish.hub.Hub`.
@@ -28,7 +29,7 @@ def release_target(target: str, folder: str | os.PathLike[str], hub: str | os.Pa
     """Parse ``target`` with the release's repo_id as the default for a bare ``local``."""
     with relabel(PublishError):
         release = read_release_json(folder)
-        return resolve_target(target, hub, default_repo_id=release.repo_id or None)
+        return resolve_target(target, hub, default_repo_id=release.repo_id or None, reading=False)
 
 
 def publish(folder: str | os.PathLike[str], target: str = "local", *, hub: str | os.PathLike[str] | None = None,
@@ -51,7 +52,7 @@ def _publish(folder: Path, target: str, *, hub: str | os.PathLike[str] | None, a
     with relabel(PublishError):
         release = read_release_json(folder)
         version, repo_id = release.version, release.repo_id or None
-    t = resolve_target(target, hub, default_repo_id=repo_id)
+    t = resolve_target(target, hub, default_repo_id=repo_id, reading=False)
     if t.version not in (None, "latest", version):
         raise PublishError(f"{target}: the release folder holds version {version}; the version comes from the "
                            f"manifest (drop @{t.version} or set version: {t.version} in the manifest)")

@@ -18,24 +18,33 @@ local hub's commit of the same release.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    constants,
+    hf_hub_download,
+    snapshot_download,
+)
 from huggingface_hub import get_token as hf_get_token
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
+    LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils.tqdm import disable_progress_bars
+from huggingface_hub.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 from rxcurate.errors import PublishError
 from rxcurate.layout import CARD, RELEASE_JSON
@@ -55,6 +64,7 @@ from rxcurate.publish.targets import (
 
 REPO_TYPE = "dataset"
 BRANCH = "main"
+DOWNLOAD_WORKERS = 8  # parallel file downloads of a pull (snapshot_download's max_workers)
 MAX_FILES_PER_COMMIT = 25_000
 KEEP_ON_MAIN = REPO_FILES
 
@@ -148,6 +158,37 @@ def _read(api: Any, repo_id: str, revision: str, path: str) -> bytes | None:
     except (EntryNotFoundError, RevisionNotFoundError):
         return None
     return Path(local).read_bytes()
+
+
+def hf_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """The Hugging Face cache folder: ``cache_dir``, else ``$HF_HUB_CACHE``, else ``$HF_HOME/hub`` (read when
+    called, so a test or a user may set them after huggingface_hub was imported), else the library's default."""
+    if cache_dir is not None:
+        return os.path.abspath(Path(cache_dir).expanduser())
+    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if env:
+        return os.path.abspath(Path(env).expanduser())
+    home = os.environ.get("HF_HOME")
+    return os.path.abspath(Path(home).expanduser() / "hub") if home else str(constants.HF_HUB_CACHE)
+
+
+def glob_escape(path: str) -> str:
+    """``path`` as an fnmatch pattern matching only itself (``allow_patterns`` are patterns)."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[None]:
+    """huggingface_hub's byte progress bars on only while :func:`rxcurate.progress.enabled` (RXCURATE_PROGRESS not 0
+    and stderr a terminal); the library's previous setting is restored."""
+    was_disabled = are_progress_bars_disabled()
+    if enabled() == was_disabled:
+        (enable_progress_bars if enabled() else disable_progress_bars)()
+    try:
+        yield
+    finally:
+        if are_progress_bars_disabled() != was_disabled:
+            (disable_progress_bars if was_disabled else enable_progress_bars)()
 
 
 def publish_hf(repo_id: str, version: str, folder: str | os.PathLike[str], files: list[str], *, api: Any = None,
@@ -248,10 +289,12 @@ class HfHub:
     scheme = "hf"
     needs_push = True  # recording a submission opens a pull request: only on request (--push)
 
-    def __init__(self, api: Any = None, *, endpoint: str | None = None, private: bool | None = None) -> None:
+    def __init__(self, api: Any = None, *, endpoint: str | None = None, private: bool | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
         self._api = api
         self.endpoint = endpoint
         self.private = private  # a repository created by publish is private
+        self.cache_dir = hf_cache_dir(cache_dir)  # the Hugging Face cache every read goes through
         self._refs: dict[str, dict[str, str]] = {}
 
     @property
@@ -269,6 +312,13 @@ class HfHub:
         """Tag name -> commit of a repository; every listing failure is one :class:`PublishError` naming the fix."""
         if repo_id not in self._refs:
             label = self.label(repo_id)
+            if constants.HF_HUB_OFFLINE:
+                cached = self.cached_tags(repo_id)
+                if not cached:
+                    raise PublishError(f"{label}: HF_HUB_OFFLINE is set and the Hugging Face cache {self.cache_dir} "
+                                       f"holds no version of it: pull it once online (unset HF_HUB_OFFLINE)")
+                self._refs[repo_id] = cached
+                return cached
             try:
                 self._refs[repo_id] = _tags(self.api, repo_id)[0]
             except RepositoryNotFoundError:
@@ -309,23 +359,71 @@ class HfHub:
             raise PublishError(f"{self.label(repo_id)}@{version}: cannot list its files "
                                f"({http_message(exc, self._api)})") from None
 
-    def copy_file(self, repo_id: str, version: str, relpath: str, dest: str | os.PathLike[str]) -> None:
-        dest = Path(dest)
+    def cached_tags(self, repo_id: str) -> dict[str, str]:
+        """The version tags (tag -> commit) the Hugging Face cache recorded for a repository (``refs/v*``, written by
+        a pull), for reading offline."""
+        refs = Path(self.cache_dir) / repo_folder_name(repo_id=repo_id, repo_type=REPO_TYPE) / "refs"
+        out: dict[str, str] = {}
+        for name in versions_of(p.name for p in refs.glob("v*") if p.is_file()):
+            commit = (refs / version_tag(name)).read_text().strip()
+            if re.fullmatch(r"[0-9a-f]{40}", commit):
+                out[version_tag(name)] = commit
+        return out
+
+    def snapshot_folder(self, repo_id: str, version: str) -> Path:
+        """Where a version's files lie in the Hugging Face cache: ``CACHE/datasets--org--name/snapshots/<commit>``
+        (the folder may be absent or hold only some files)."""
+        return Path(self.cache_dir) / repo_folder_name(repo_id=repo_id, repo_type=REPO_TYPE) / "snapshots" / \
+            self.commit_of(repo_id, version)
+
+    def cached_file(self, repo_id: str, version: str, relpath: str, *, force: bool = False) -> Path:
+        """One file of a version in the Hugging Face cache (downloaded when absent; ``force``: downloaded again,
+        replacing a corrupted cache file): ``CACHE/datasets--org--name/snapshots/<commit>/<relpath>``."""
         commit = self.commit_of(repo_id, version)
-        with tempfile.TemporaryDirectory(prefix=".rxcurate-dl-", dir=dest.parent) as tmp:
-            try:
-                got = hf_hub_download(repo_id, relpath, repo_type=REPO_TYPE, revision=commit, local_dir=tmp,
-                                      token=self.api.token, endpoint=self.api.endpoint)
-            except HfHubHTTPError as exc:
-                raise PublishError(f"{self.label(repo_id)}@{version}: cannot download {relpath} "
-                                   f"({http_message(exc, self._api)})") from None
-            shutil.move(got, dest)
+        with self._errors(repo_id, version, f"cannot download {relpath}"):
+            got = hf_hub_download(repo_id, relpath, repo_type=REPO_TYPE, revision=commit, cache_dir=self.cache_dir,
+                                  force_download=force, token=self.api.token, endpoint=self.api.endpoint)
+        return Path(got)
+
+    def snapshot(self, repo_id: str, version: str, files: Sequence[str], *,
+                 max_workers: int = DOWNLOAD_WORKERS) -> Path:
+        """Download ``files`` of a version into the Hugging Face cache (parallel, byte progress when
+        :func:`rxcurate.progress.enabled`; files already cached are not fetched again) and return the snapshot
+        folder ``CACHE/datasets--org--name/snapshots/<commit>``. The revision is the version's tag, so the cache
+        records it (``refs/v<version>``) and an offline read (``HF_HUB_OFFLINE=1``) finds the same commit."""
+        commit = self.commit_of(repo_id, version)
+        with self._errors(repo_id, version, "download failed"), progress_bars():
+            got = Path(snapshot_download(repo_id, repo_type=REPO_TYPE, revision=version_tag(version),
+                                         allow_patterns=[glob_escape(f) for f in files], cache_dir=self.cache_dir,
+                                         max_workers=max_workers, token=self.api.token,
+                                         endpoint=self.api.endpoint))
+        if got.name != commit:
+            raise PublishError(f"{self.label(repo_id)}@{version}: the tag {version_tag(version)} moved (now "
+                               f"{got.name}, was {commit}) while pulling; published versions are immutable: "
+                               f"report it to the publisher")
+        return got
+
+    @contextlib.contextmanager
+    def _errors(self, repo_id: str, version: str, what: str) -> Iterator[None]:
+        label = f"{self.label(repo_id)}@{version}"
+        try:
+            yield
+        except LocalEntryNotFoundError:
+            raise PublishError(f"{label}: {what}: not in the Hugging Face cache {self.cache_dir} and the Hub cannot be "
+                               f"reached (HF_HUB_OFFLINE set or offline): pull it once online") from None
+        except HfHubHTTPError as exc:
+            raise PublishError(f"{label}: {what} ({http_message(exc, self._api)})") from None
+        except OSError as exc:
+            raise PublishError(f"{label}: {what}: the Hugging Face cache {self.cache_dir} cannot be written "
+                               f"({type(exc).__name__}: {exc.strerror or exc}); set HF_HUB_CACHE or --cache-dir to a "
+                               f"writable folder") from None
+
+    def copy_file(self, repo_id: str, version: str, relpath: str, dest: str | os.PathLike[str]) -> None:
+        """Write one file of a version to ``dest``, through the Hugging Face cache."""
+        shutil.copyfile(self.cached_file(repo_id, version, relpath), dest)
 
     def read_file(self, repo_id: str, version: str, relpath: str) -> bytes:
-        with tempfile.TemporaryDirectory(prefix="rxcurate-dl-") as tmp:
-            p = Path(tmp) / "file"
-            self.copy_file(repo_id, version, relpath, p)
-            return p.read_bytes()
+        return self.cached_file(repo_id, version, relpath).read_bytes()
 
     def checkout(self, repo_id: str, version: str, dest: str | os.PathLike[str]) -> Path:
         """Download the whole version into ``dest`` (must be absent or empty)."""
@@ -333,14 +431,9 @@ class HfHub:
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise PublishError(f"checkout destination {dest} is not empty: choose a new folder")
         commit = self.commit_of(repo_id, version)
-        if not enabled():
-            disable_progress_bars()
-        try:
+        with self._errors(repo_id, version, "download failed"), progress_bars():
             snapshot_download(repo_id, repo_type=REPO_TYPE, revision=commit, local_dir=str(dest),
                               token=self.api.token, endpoint=self.api.endpoint)
-        except HfHubHTTPError as exc:
-            raise PublishError(f"{self.label(repo_id)}@{version}: download failed "
-                               f"({http_message(exc, self._api)})") from None
         return dest
 
     # ------------------------------------------------------------------------------------------ write API

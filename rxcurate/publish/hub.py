@@ -22,7 +22,7 @@ from rxcurate.publish.hf import HfHub
 from rxcurate.publish.local import LocalHub
 from rxcurate.publish.targets import PublishResult, Target, resolve_target
 
-__all__ = ["Hub", "PinnedVersion", "hub_for", "open_version"]
+__all__ = ["Hub", "PinnedVersion", "hub_for", "open_version", "version_at"]
 
 
 class Hub(Protocol):
@@ -78,15 +78,17 @@ class Hub(Protocol):
         ...
 
 
-def hub_for(target: Target, *, endpoint: str | None = None, api: Any = None, private: bool | None = None) -> Hub:
+def hub_for(target: Target, *, endpoint: str | None = None, api: Any = None, private: bool | None = None,
+            cache_dir: str | os.PathLike[str] | None = None) -> Hub:
     """The hub of a parsed target: its local hub folder, or the HF Hub (``endpoint``/``api`` for tests and
-    mirrors; ``private``: a repository publish creates is private). Polaris targets have no hub (their artifacts
-    ship inside a dataset repository)."""
+    mirrors; ``private``: a repository publish creates is private; ``cache_dir``: the Hugging Face cache reads go
+    through, default ``$HF_HUB_CACHE``). Polaris targets have no hub (their artifacts ship inside a dataset
+    repository)."""
     if target.kind == "local":
         assert target.hub is not None  # parse_target resolves the folder of every local target
         return LocalHub(target.hub)
     if target.kind == "hf":
-        return HfHub(api, endpoint=endpoint, private=private)
+        return HfHub(api, endpoint=endpoint, private=private, cache_dir=cache_dir)
     raise PublishError(f"{target}: Polaris artifacts ship inside the dataset repository: use local://{target.repo_id}"
                        f" or hf://{target.repo_id}")
 
@@ -122,10 +124,23 @@ class PinnedVersion:
         return self.hub.checkout(self.repo_id, self.version, dest)
 
 
+def version_at(h: Hub, repo_id: str, commit: str) -> str:
+    """The published version whose tag points at ``commit`` (a full or abbreviated id; the newest if several)."""
+    versions = h.list_versions(repo_id)
+    commits = {v: h.commit_of(repo_id, v) for v in versions}
+    hits = [v for v in versions if commits[v].lower().startswith(commit.lower())]
+    if not hits:
+        known = ", ".join(f"{v} = {commits[v][:12]}" for v in versions) or "none"
+        raise PublishError(f"{h.label(repo_id)}@{commit}: no published version's tag points at commit {commit} "
+                           f"(published: {known}); use one of those versions or commits, or @latest")
+    return hits[-1]
+
+
 def open_version(target: str | Target, *, hub: str | os.PathLike[str] | None = None,
-                 endpoint: str | None = None) -> PinnedVersion:
-    """Resolve ``TARGET[@VERSION]`` (``latest`` or none: the newest tag) to a :class:`PinnedVersion`."""
+                 endpoint: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> PinnedVersion:
+    """Resolve ``TARGET[@VERSION]`` (``latest`` or none: the newest tag; ``@<commit>``: the version tagged on it) to a
+    :class:`PinnedVersion`."""
     t = target if isinstance(target, Target) else resolve_target(target, hub)
-    h = hub_for(t, endpoint=endpoint)
-    version = h.resolve_version(t.repo_id, t.version or "latest")
+    h = hub_for(t, endpoint=endpoint, cache_dir=cache_dir)
+    version = version_at(h, t.repo_id, t.commit) if t.commit else h.resolve_version(t.repo_id, t.version or "latest")
     return PinnedVersion(h, t.with_version(version), version, h.commit_of(t.repo_id, version))

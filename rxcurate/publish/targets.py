@@ -2,10 +2,13 @@
 
 - ``local://<org>/<name>``: a hub on disk (``--hub DIR``, else ``$RXCURATE_HUB``, else ``./hub``) whose datasets are
   bare git repositories ``HUB/datasets/<org>/<name>``; ``local`` alone names the manifest's ``card.repo_id``.
-- ``hf://<org>/<name>``: a Hugging Face Hub dataset repository.
+- ``hf://<org>/<name>`` (also ``hf://datasets/<org>/<name>``, the form of huggingface_hub's file system): a Hugging
+  Face Hub dataset repository. Where a release is read (pull, load, validate, submit, leaderboard) the bare Hub form
+  ``<org>/<name>`` means ``hf://<org>/<name>``.
 - ``polaris://<owner>/<name>``: Polaris artifacts (built into the release folder; see :mod:`rxcurate.publish.polaris`).
 
 ``TARGET@VERSION`` pins a version: a semver (``1.0.0``, tag ``v1.0.0``; a leading ``v`` is accepted) or ``latest``.
+Readers also accept ``TARGET@<commit>`` (7 to 40 hex digits): the published version whose tag points at it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ from rxcurate.layout import CARD, DATA_DIR, RELEASE_JSON, TOP_FILES, TREE_DIRS, 
 KINDS = ("local", "hf", "polaris")
 SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
+HF_DATASETS = "datasets/"  # hf://datasets/ORG/NAME: huggingface_hub's file-system spelling of a dataset repository
+HF_OTHER_TYPES = ("models/", "spaces/")
 DEFAULT_HUB = "hub"
 EXAMPLES = "local://rxcurate/rxrx3-core, hf://my-org/rxrx3-core@0.1.0 or polaris://my-org/rxrx3-core"
+READ_EXAMPLES = ("local://rxcurate/rxrx3-core@0.1.0, hf://my-org/rxrx3-core@0.1.0, "
+                 "hf://datasets/my-org/rxrx3-core@v0.1.0 or my-org/rxrx3-core (the newest version on the Hub)")
+REVISION_HINT = "@0.1.0 (tag v0.1.0), @latest or a commit id such as @3f2a9c1 (7-40 hex digits)"
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class Target:
     repo_id: str
     version: str | None = None  # a semver, "latest" or None (not given)
     hub: Path | None = None  # local targets only
+    commit: str | None = None  # readers: @<commit> (hex, maybe abbreviated) instead of a version
 
     @property
     def org(self) -> str:
@@ -52,10 +62,12 @@ class Target:
         return None if self.version in (None, "latest") else version_tag(self.version)
 
     def with_version(self, version: str | None) -> Target:
-        return replace(self, version=version)
+        """This target pinned to ``version`` (a commit it named is dropped: the version replaces it)."""
+        return replace(self, version=version, commit=None)
 
     def __str__(self) -> str:
-        return f"{self.kind}://{self.repo_id}" + (f"@{self.version}" if self.version else "")
+        rev = self.version or self.commit
+        return f"{self.kind}://{self.repo_id}" + (f"@{rev}" if rev else "")
 
 
 def version_tag(version: str) -> str:
@@ -73,6 +85,19 @@ def parse_version(text: str) -> str:
         raise PublishError(f"version {text!r} is not a semantic version: use MAJOR.MINOR.PATCH (e.g. @1.0.0) or "
                            "@latest")
     return v
+
+
+def parse_revision(text: str) -> tuple[str | None, str | None]:
+    """A reader's revision: ``(version, None)`` for ``1.0.0`` / ``v1.0.0`` / ``latest``, ``(None, commit)`` for a
+    commit id (7 to 40 hex digits); anything else raises :class:`PublishError` with valid examples."""
+    r = text.strip()
+    if COMMIT_RE.match(r.lower()) and not SEMVER_RE.match(r.removeprefix("v")):
+        return None, r.lower()
+    try:
+        return parse_version(r), None
+    except PublishError:
+        raise PublishError(f"revision {text!r} is neither a semantic version (MAJOR.MINOR.PATCH) nor a commit id: use "
+                           f"{REVISION_HINT}") from None
 
 
 def semver_key(version: str) -> tuple[Any, ...]:
@@ -95,42 +120,68 @@ def default_hub(hub: str | os.PathLike[str] | None = None) -> Path:
 
 
 def parse_target(text: str, *, default_repo_id: str | None = None,
-                 hub: str | os.PathLike[str] | None = None) -> Target:
-    """Parse ``local[://org/name][@version]``, ``hf://org/name[@version]`` or ``polaris://owner/name``.
+                 hub: str | os.PathLike[str] | None = None, reading: bool = False) -> Target:
+    """Parse ``local[://org/name][@version]``, ``hf://[datasets/]org/name[@version]`` or ``polaris://owner/name``.
 
     ``local`` without a repo uses ``default_repo_id`` (the manifest's ``card.repo_id``). Local targets get their hub
-    folder resolved (``hub``, ``$RXCURATE_HUB``, ``./hub``).
+    folder resolved (``hub``, ``$RXCURATE_HUB``, ``./hub``). ``reading`` (a release is read, not published): the bare
+    Hub form ``org/name`` means ``hf://org/name``, and ``@<commit>`` pins the version whose tag points at the commit.
     """
     s = (text or "").strip()
+    examples = READ_EXAMPLES if reading else EXAMPLES
     if not s:
-        raise PublishError(f"empty target: use {EXAMPLES}")
+        raise PublishError(f"empty target: use {examples}")
     version: str | None = None
+    commit: str | None = None
     if "@" in s:
         s, _, v = s.rpartition("@")
-        version = parse_version(v)
+        if not v.strip():
+            raise PublishError(f"target {text!r} ends with '@' but names no version: use "
+                               f"{REVISION_HINT if reading else '@1.0.0 or @latest'}")
+        if reading:
+            try:
+                version, commit = parse_revision(v)
+            except PublishError as exc:
+                raise PublishError(f"target {text!r}: {exc}") from None
+        else:
+            version = parse_version(v)
     if "://" in s:
         kind, _, repo = s.partition("://")
+    elif "/" in s and reading:
+        kind, repo = "hf", s  # the Hub's own spelling: ORG/NAME
+    elif "/" in s:
+        raise PublishError(f"target {text!r} names no kind: use hf://{s} or local://{s} (e.g. {EXAMPLES})")
     else:
         kind, repo = s, ""
     kind = kind.lower()
     if kind not in KINDS:
-        raise PublishError(f"target {text!r}: unknown kind {kind!r}; use one of {', '.join(KINDS)} (e.g. {EXAMPLES})")
+        raise PublishError(f"target {text!r}: unknown kind {kind!r}; use one of {', '.join(KINDS)} (e.g. {examples})")
     repo = repo.strip("/")
+    if kind == "hf" and repo.startswith(HF_OTHER_TYPES):
+        raise PublishError(f"target {text!r}: releases are dataset repositories, not {repo.split('/', 1)[0]}: use "
+                           f"hf://datasets/<org>/<name> or hf://<org>/<name> (e.g. {examples})")
+    if kind == "hf" and repo.startswith(HF_DATASETS) and repo.count("/") == 2:
+        repo = repo[len(HF_DATASETS):]
+    elif kind == "hf" and repo.startswith(HF_DATASETS):
+        raise PublishError(f"target {text!r}: hf://datasets/ needs <org>/<name> after it (e.g. {examples})")
     if not repo:
         if kind == "local" and default_repo_id:
             repo = default_repo_id
         else:
-            raise PublishError(f"target {text!r} names no repository: use {kind}://<org>/<name> (e.g. {EXAMPLES})")
+            raise PublishError(f"target {text!r} names no repository: use {kind}://<org>/<name> (e.g. {examples})")
     if not REPO_ID_RE.match(repo) or ".." in repo:
         raise PublishError(f"target {text!r}: repository {repo!r} must be <org>/<name> with letters, digits, '.', '_' "
-                        f"or '-' (e.g. rxcurate/rxrx3-core)")
-    return Target(kind=kind, repo_id=repo, version=version, hub=default_hub(hub).resolve() if kind == "local" else None)
+                           f"or '-' (e.g. {examples})")
+    return Target(kind=kind, repo_id=repo, version=version, hub=default_hub(hub).resolve() if kind == "local" else None,
+                  commit=commit)
 
 
 def resolve_target(text: str, hub: str | os.PathLike[str] | None = None, *,
-                   default_repo_id: str | None = None) -> Target:
-    """Parse a target string (see :func:`parse_target`); the read API's entry point."""
-    return parse_target(text, default_repo_id=default_repo_id, hub=hub)
+                   default_repo_id: str | None = None, reading: bool | None = None) -> Target:
+    """Parse a target string (see :func:`parse_target`); the read API's entry point. ``reading`` defaults to True
+    unless ``default_repo_id`` is given (publishing: a bare ``local`` names the release's repository)."""
+    return parse_target(text, default_repo_id=default_repo_id, hub=hub,
+                        reading=default_repo_id is None if reading is None else reading)
 
 
 def versions_of(tags: Iterable[str]) -> list[str]:
