@@ -2,8 +2,8 @@
 
 Measures, in one run on the same images:
 
-- ``stage``: ``rxcurate.compress.compress`` with one worker (read + sha256 check + PNG decode + crop/convert +
-  JPEG 2000 encode + unit checkpoint + shard packing + metadata/report), images/s per core;
+- ``stage``: ``rxcurate.compress.compress`` with one worker (one read + fingerprint check + sha256 + PNG decode +
+  crop/convert + JPEG 2000 encode + unit checkpoint + shard packing + metadata/report), images/s per core;
 - ``raw``: PNG decode + crop/convert + encode of the same images in a bare loop (no I/O besides reading PNGs);
   goal: stage / raw >= 0.85;
 - ``parallel``: the stage with 2 worker processes; goal: speed-up >= 1.8x over one worker, same bytes;
