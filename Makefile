@@ -7,6 +7,13 @@ BIN := $(VENV)/bin
 # The CPU wheel on our machines; a GPU user may set e.g. TORCH_SPEC="torch==2.13.0 --index-url ...".
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
+# polaris-lib's own venv (see install-polaris below); defined here because `install` names its stamp.
+POLARIS_VENV ?= .venv-polaris
+POLARIS_SPEC ?= polaris-lib==0.13.0 pytest
+# then, in a second step (one combined resolution backtracks for many minutes): the newest datasets and pandas that
+# work with polaris-lib's pyarrow 17 and with the fsspec datasets 4.0 allows
+POLARIS_COMPAT ?= datasets==4.0.0 pandas==2.3.3
+POLARIS_STAMP := $(POLARIS_VENV)/.installed-stamp
 
 MANIFEST ?= manifests/rxrx3-core.yaml
 SOURCE ?=
@@ -102,15 +109,13 @@ test-efaar: $(EFAAR_STAMP)
 # itself (--no-deps) and every other package read from .venv (a .pth file, as .venv-timm). The core writes the
 # Polaris artifacts without polaris-lib; tests/with_polaris/ loads them with stock polaris-lib here, and
 # `.venv-polaris/bin/rxcurate publish FOLDER --to polaris://OWNER/BENCHMARK` uploads results from here.
-POLARIS_VENV ?= .venv-polaris
-POLARIS_SPEC ?= polaris-lib==0.13.0 "datasets>=4.0,<4.1" "pandas>=2.1,<3" pytest
-POLARIS_STAMP := $(POLARIS_VENV)/.installed-stamp
 
 install-polaris: $(POLARIS_STAMP)
 
 $(POLARIS_STAMP): $(STAMP)
 	@test -x $(POLARIS_VENV)/bin/python || $(PYTHON) -m venv $(POLARIS_VENV)
 	$(POLARIS_VENV)/bin/python -m pip install -q --disable-pip-version-check $(POLARIS_SPEC)
+	$(POLARIS_VENV)/bin/python -m pip install -q --disable-pip-version-check $(POLARIS_COMPAT)
 	$(POLARIS_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	main=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
 	own=$$($(POLARIS_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \

@@ -14,6 +14,7 @@ if "HF_HUB_CACHE" not in os.environ:
     import tempfile
 
     os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="rxcurate-tests-hf-cache-")
+    os.environ.setdefault("HF_DATASETS_CACHE", os.environ["HF_HUB_CACHE"] + "-datasets")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -193,6 +193,20 @@ def test_load_metadata_embeddings_and_images(hub, cache, built):
         rxcurate.load(TARGET, "0.1.0", "polaris", hub=hub, cache=cache)
 
 
+def test_large_image_loads_go_through_the_arrow_cache(hub, cache, monkeypatch):
+    """Above RXCURATE_LOAD_IN_MEMORY_BYTES the shards are not read into RAM: datasets' memory-mapped Arrow cache,
+    same rows and decoded images as the in-memory load."""
+    import rxcurate
+
+    small = rxcurate.load(TARGET, "0.1.0", "images", hub=hub, cache=cache)
+    monkeypatch.setenv("RXCURATE_LOAD_IN_MEMORY_BYTES", "1")
+    big = rxcurate.load(TARGET, "0.1.0", "images", hub=hub, cache=cache)
+    assert big.cache_files and small.num_rows == big.num_rows and not small.cache_files
+    for i in (0, big.num_rows - 1):
+        assert big[i]["__key__"] == small[i]["__key__"]
+        np.testing.assert_array_equal(big[i]["jp2"], small[i]["jp2"])
+
+
 def test_streaming_fetches_one_shard_at_a_time(hub, cache):
     import rxcurate
 

@@ -478,14 +478,25 @@ def load(target: str, version: str | None = None, part: str = "images", *, strea
                     f"parts with rxcurate pull --parts)")
 
 
+IN_MEMORY_BYTES = 4 << 30  # image shards up to this size load into memory; larger ones through datasets' Arrow cache
+
+
 def _images_dataset(files: Sequence[Path]) -> Any:
-    """A ``datasets.Dataset`` over the image shards as they lie on disk: read into memory (``Dataset.from_parquet``
-    would write a second, Arrow copy into its cache), features (``jp2``: Image) from the shards' schema."""
+    """A ``datasets.Dataset`` over the image shards as they lie on disk, features (``jp2``: Image) from the shards'
+    schema: read into memory when they total at most ``$RXCURATE_LOAD_IN_MEMORY_BYTES`` (default 4 GiB), so no
+    second copy is written; larger releases go through ``Dataset.from_parquet`` (a memory-mapped Arrow copy in
+    datasets' cache: disk instead of RAM; ``streaming=True`` or the ``wells`` part avoid both)."""
     import datasets  # heavy: only when loading images
 
-    table = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
-    if table is None:
+    if not files:
         raise PullError("this version has no image shards (data/*.parquet)")
+    limit = int(os.environ.get("RXCURATE_LOAD_IN_MEMORY_BYTES", IN_MEMORY_BYTES))
+    total = sum(Path(f).stat().st_size for f in files)
+    if total > limit:
+        log(f"image shards total {total / 1e9:.1f} GB > {limit / 1e9:.1f} GB: loading through datasets' Arrow cache "
+            "(a memory-mapped copy on disk); use streaming=True or the 'wells' part to avoid it")
+        return datasets.Dataset.from_parquet([str(f) for f in files]).with_format("numpy")
+    table = pa.concat_tables([pq.read_table(f) for f in files])
     features = datasets.Features.from_arrow_schema(table.schema)
     ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
     return ds.with_format("numpy")
